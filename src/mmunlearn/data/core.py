@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ..errors import DataError, UnknownIdError
+
 MODALITIES = ("image", "audio", "text", "video")
 
 
@@ -88,15 +90,15 @@ class MultimodalDataset:
         self.ids: list[str] = list(ids)
         n = len(self.ids)
         if len(set(self.ids)) != n:
-            raise ValueError(f"dataset {name!r} has duplicate sample ids")
+            raise DataError(f"dataset {name!r} has duplicate sample ids")
         self.inputs = {m: _as_float_image(t) if m == "image" else t for m, t in inputs.items()}
         for m, t in self.inputs.items():
             if m not in MODALITIES:
-                raise ValueError(f"unknown modality {m!r}; known modalities: {', '.join(MODALITIES)}")
+                raise DataError(f"unknown modality {m!r}; known modalities: {', '.join(MODALITIES)}")
             if t.shape[0] != n:
-                raise ValueError(f"modality {m!r} has {t.shape[0]} rows for {n} ids")
+                raise DataError(f"modality {m!r} has {t.shape[0]} rows for {n} ids")
             if t.is_floating_point() and not torch.isfinite(t).all():
-                raise ValueError(f"modality {m!r} of dataset {name!r} contains NaN or inf values")
+                raise DataError(f"modality {m!r} of dataset {name!r} contains NaN or inf values")
         self.labels = labels
         self.captions = list(captions) if captions is not None else None
         self.groups = {k: list(v) for k, v in (groups or {}).items()}
@@ -135,14 +137,14 @@ class MultimodalDataset:
         """Row positions of ``ids``.
 
         Raises:
-            KeyError: some ids are not in the dataset (the message shows the first few).
+            UnknownIdError: some ids are not in the dataset (the message shows the first few).
         """
         ids = list(ids)
         missing = [i for i in ids if i not in self._pos]
         if missing:
             shown = ", ".join(repr(m) for m in missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            raise KeyError(f"{len(missing)} id(s) not in dataset {self.name!r}: {shown}{more}")
+            raise UnknownIdError(f"{len(missing)} id(s) not in dataset {self.name!r}: {shown}{more}")
         return torch.tensor([self._pos[i] for i in ids], dtype=torch.long)
 
     def __contains__(self, sample_id: object) -> bool:
@@ -179,14 +181,14 @@ class MultimodalDataset:
         """A copy in which ``modalities`` of the samples ``ids`` are missing: zero input, presence False.
 
         Raises:
-            KeyError: an id is not in the dataset.
-            ValueError: a modality the dataset does not carry.
+            UnknownIdError: an id is not in the dataset.
+            DataError: a modality the dataset does not carry.
         """
         pos = self.positions(ids)
         mods = list(modalities)
         for m in mods:
             if m not in self.inputs:
-                raise ValueError(f"dataset {self.name!r} has no modality {m!r}; it has {self.modalities}")
+                raise DataError(f"dataset {self.name!r} has no modality {m!r}; it has {self.modalities}")
         inputs = dict(self.inputs)
         present = dict(self.present)
         for m in mods:
@@ -203,7 +205,7 @@ class MultimodalDataset:
         out = self.take(torch.arange(len(self)))
         for m, t in inputs.items():
             if t.shape[0] != len(self):
-                raise ValueError(f"modality {m!r} has {t.shape[0]} rows for {len(self)} samples")
+                raise DataError(f"modality {m!r} has {t.shape[0]} rows for {len(self)} samples")
             out.inputs[m] = t
         return out
 
@@ -253,7 +255,9 @@ def _as_float_image(t: Tensor) -> Tensor:
     return t.float().div_(255.0) if t.dtype == torch.uint8 else t
 
 
-def from_split(split: SplitData, *, num_classes: int | None, vocab: Sequence[str] | None, name: str) -> MultimodalDataset:
+def from_split(
+    split: SplitData, *, num_classes: int | None, vocab: Sequence[str] | None, name: str
+) -> MultimodalDataset:
     """Wrap a builder's `SplitData` as a `MultimodalDataset`."""
     return MultimodalDataset(
         ids=split.ids,

@@ -1,0 +1,172 @@
+"""Checkpoints: safetensors weights plus a JSON manifest with SHA-256 hashes; atomic; never pickle.
+
+A checkpoint is a folder::
+
+    model.safetensors        # the model's state dict
+    train_state.safetensors  # optimizer tensors (only while/after training with the library loop)
+    manifest.json            # model kind + config, SHA-256 of config and of every file, provenance
+
+The manifest is written last, through a temporary file and a rename, so a checkpoint is either the old
+complete one or the new complete one. Loading verifies every hash before reading any tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import Tensor
+
+from .errors import CheckpointError
+from .fileio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    canonical_json,
+    sha256_bytes,
+    sha256_file,
+    tensors_to_bytes,
+)
+from .models import MODELS, MultimodalModel
+
+FORMAT = "mmunlearn-checkpoint/1"
+MANIFEST = "manifest.json"
+WEIGHTS = "model.safetensors"
+TRAIN_STATE = "train_state.safetensors"
+
+log = logging.getLogger(__name__)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software that produced a result (stored in manifests, receipts and records)."""
+    from . import __version__
+
+    return {
+        "mmunlearn": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def state_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's weights as safetensors bytes (the same hash the manifest stores)."""
+    return sha256_bytes(tensors_to_bytes(dict(model.state_dict())))
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model, its manifest and the optimizer tensors if any."""
+
+    model: MultimodalModel
+    manifest: dict[str, Any]
+    train_state: dict[str, Tensor] | None
+
+
+def save_checkpoint(
+    folder: str | Path,
+    model: MultimodalModel,
+    *,
+    provenance: dict[str, Any] | None = None,
+    train_state: dict[str, Tensor] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``model`` (and optionally optimizer tensors) to ``folder`` atomically.
+
+    Args:
+        folder: checkpoint folder (created if needed).
+        model: a registered model (its ``kind`` and ``config_dict()`` rebuild it).
+        provenance: where the weights came from (dataset, recipe, seed...).
+        train_state: flat name -> tensor map of training state (see `train.py`).
+        extra: further JSON-ready manifest fields (e.g. training progress).
+
+    Returns:
+        The manifest that was written.
+    """
+    folder = Path(folder)
+    blobs = {WEIGHTS: tensors_to_bytes(dict(model.state_dict()))}
+    if train_state is not None:
+        blobs[TRAIN_STATE] = tensors_to_bytes(train_state)
+    for name, data in blobs.items():
+        atomic_write_bytes(folder / name, data)
+    config = model.config_dict()
+    manifest = {
+        "format": FORMAT,
+        "model": model.kind,
+        "config": config,
+        "config_sha256": sha256_bytes(canonical_json(config).encode()),
+        "files": {name: sha256_bytes(data) for name, data in blobs.items()},
+        "provenance": provenance or {},
+        "versions": versions(),
+        **(extra or {}),
+    }
+    if train_state is None:
+        (folder / TRAIN_STATE).unlink(missing_ok=True)
+    atomic_write_json(folder / MANIFEST, manifest)
+    return manifest
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """Read and validate a checkpoint manifest (no tensors are read).
+
+    Raises:
+        CheckpointError: missing folder or manifest, invalid JSON, wrong format, or a config hash mismatch.
+    """
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise CheckpointError(f"{folder} is not a checkpoint: {MANIFEST} not found")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"unreadable checkpoint manifest {path}: {e}") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an {FORMAT} manifest")
+    if sha256_bytes(canonical_json(manifest.get("config")).encode()) != manifest.get("config_sha256"):
+        raise CheckpointError(f"the model config in {path} does not match its SHA-256: the manifest was edited")
+    return manifest
+
+
+def _load_verified(folder: Path, name: str, expected: str) -> dict[str, Tensor]:
+    path = folder / name
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {path} is missing")
+    if sha256_file(path) != expected:
+        raise CheckpointError(f"checkpoint file {path} does not match its SHA-256: truncated or tampered with")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from e
+
+
+def load_checkpoint(folder: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load and verify a checkpoint written by `save_checkpoint`.
+
+    Raises:
+        CheckpointError: anything missing, unreadable, truncated, tampered with or inconsistent.
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    files = manifest.get("files", {})
+    if WEIGHTS not in files:
+        raise CheckpointError(f"{folder / MANIFEST} lists no {WEIGHTS}")
+    weights = _load_verified(folder, WEIGHTS, files[WEIGHTS])
+    try:
+        model = MODELS.create(manifest["model"], **manifest["config"])
+        model.load_state_dict(weights)
+    except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {folder} does not fit model {manifest.get('model')!r}: {e}") from e
+    state = _load_verified(folder, TRAIN_STATE, files[TRAIN_STATE]) if TRAIN_STATE in files else None
+    return Checkpoint(model.to(map_location), manifest, state)
+
+
+def describe(folder: str | Path) -> str:
+    """One line about a checkpoint, for logs."""
+    m = read_manifest(folder)
+    return f"{m['model']} from {json.dumps(m.get('provenance', {}), sort_keys=True)}"

@@ -1,0 +1,220 @@
+"""The command-line interface: parse, build a config, call one library function, print.
+
+Every command accepts ``--json`` where it reports figures; errors are one line on stderr, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import load_checkpoint, versions
+from .data import DATASETS, SIZES, SPLITS, build_dataset, load_dataset
+from .errors import CheckpointError, MMUnlearnError
+from .evaluate import evaluate
+from .models import MODELS, DualEncoder
+from .recipes import train_on_dataset
+from .registry import Registry, UnknownNameError
+from .results import MetricResult, RunRecord
+from .textfmt import format_table
+from .train import resolve_device
+
+log = logging.getLogger("mmunlearn")
+
+
+def registries() -> dict[str, Registry[Any]]:
+    """Every registry ``mmunlearn list`` shows, by family name."""
+    return {"datasets": DATASETS, "models": MODELS}
+
+
+# -- commands ----------------------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> int:
+    regs = {name: reg.names() for name, reg in registries().items()}
+    if args.json:
+        print(json.dumps(regs, sort_keys=True))
+        return 0
+    for name, keys in regs.items():
+        print(f"{name}: {', '.join(keys) or '(none)'}")
+    return 0
+
+
+def cmd_data_build(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    path = build_dataset(args.name, args.size, args.seed, args.data_dir, force=args.force, progress=not args.quiet)
+    splits = load_dataset(args.name, args.size, args.seed, args.data_dir)
+    sizes = {s: len(splits.split(s)) for s in SPLITS}
+    if args.json:
+        print(json.dumps({"name": args.name, "size": args.size, "seed": args.seed, "path": str(path), "splits": sizes}))
+    else:
+        print(
+            f"{args.name} ({args.size}, seed {args.seed}) at {path}: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
+        )
+        print(f"ready in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    overrides = {
+        k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}.items() if v is not None
+    }
+    result, metrics = train_on_dataset(
+        args.dataset,
+        args.out,
+        size=args.size,
+        seed=args.seed,
+        data_seed=args.data_seed,
+        data_dir=args.data_dir,
+        overrides=overrides,
+        device=str(resolve_device(args.device)),
+        progress=not args.quiet,
+    )
+    record = RunRecord(
+        "train",
+        result.model.kind,
+        {"dataset": args.dataset, "size": args.size, **overrides},
+        args.seed,
+        metrics,
+        result.seconds,
+        versions(),
+    )
+    if args.json:
+        print(json.dumps({**record.to_dict(), "out": str(args.out), "resumed_from_epoch": result.resumed_from}))
+    else:
+        print(f"trained {result.model.kind} on {args.dataset} ({args.size}) in {result.seconds:.1f} s -> {args.out}")
+        print(metrics_table(metrics))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    ckpt = load_checkpoint(args.model, map_location=resolve_device(args.device))
+    prov = ckpt.manifest.get("provenance", {})
+    if "dataset" not in prov:
+        raise CheckpointError(f"{args.model} records no dataset in its provenance; cannot tell what to evaluate on")
+    splits = load_dataset(prov["dataset"], prov.get("size", "small"), prov.get("data_seed", 0), args.data_dir)
+    if isinstance(ckpt.model, DualEncoder) and splits.vocab != ckpt.model.tokenizer.vocab:
+        raise CheckpointError(f"the tokenizer saved with {args.model} does not match dataset {splits.name!r}")
+    chosen = {s: splits.split(s) for s in args.splits}
+    metrics = evaluate(ckpt.model, chosen)
+    if args.json:
+        print(
+            json.dumps(
+                {"model": str(args.model), "dataset": prov["dataset"], "metrics": [m.to_dict() for m in metrics]}
+            )
+        )
+    else:
+        print(metrics_table(metrics))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    print(f"mmunlearn demo: av-digits ({args.size}) -> train the audio-visual classifier -> evaluate  [{out}]")
+    overrides = {"epochs": args.epochs} if args.epochs is not None else {}
+    result, metrics = train_on_dataset(
+        "av-digits",
+        out,
+        size=args.size,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        overrides=overrides,
+        device=str(resolve_device(args.device)),
+        progress=not args.quiet,
+    )
+    print(f"trained in {result.seconds:.1f} s")
+    print(metrics_table(metrics))
+    return 0
+
+
+# -- output ------------------------------------------------------------------------------------------
+def metrics_table(metrics: Sequence[MetricResult]) -> str:
+    """One row per split, one column per metric, and a last row with each metric's chance level."""
+    names = list(dict.fromkeys(m.name for m in metrics))
+    splits = list(dict.fromkeys(m.split for m in metrics))
+    value = {(m.split, m.name): m.value for m in metrics}
+    chance = {m.name: m.chance for m in metrics}
+    rows: list[list[object]] = [[s, *(value.get((s, n)) for n in names)] for s in splits]
+    rows.append(["chance", *(chance[n] for n in names)])
+    return format_table(["split", *names], rows)
+
+
+# -- parser ------------------------------------------------------------------------------------------
+def _common(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
+    p.add_argument("--data-dir", default=None, help="dataset cache root (default: $MMUNLEARN_DATA or the user cache)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or info logs")
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="print one machine-readable JSON record")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = argparse.ArgumentParser(
+        prog="mmunlearn", description="Multimodal machine unlearning and unlearnable examples."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list every registry (datasets, models, ...)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    data = sub.add_parser("data", help="built-in datasets").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("build", help="build a built-in dataset into the cache (verified by checksum)")
+    p.add_argument("name")
+    p.add_argument("--size", choices=SIZES, default="small")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="rebuild even if a verified cache exists")
+    _common(p)
+    p.set_defaults(func=cmd_data_build)
+
+    p = sub.add_parser("train", help="train the recipe model of a built-in dataset")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--size", choices=SIZES, default="small")
+    p.add_argument("--out", required=True, help="checkpoint folder (an unfinished run there is resumed)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--data-seed", type=int, default=0, help="dataset generation seed")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    _common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on its dataset")
+    p.add_argument("--model", required=True, help="checkpoint folder")
+    p.add_argument("--splits", nargs="+", choices=SPLITS, default=["train", "test"])
+    p.add_argument("--device", default="auto")
+    _common(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="build av-digits, train, evaluate, print a table")
+    p.add_argument("--size", choices=SIZES, default="full")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    _common(p, json_flag=False)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (0 ok, 2 a user error, printed as one line on stderr)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except (MMUnlearnError, UnknownNameError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Metrics: pure functions in `functional`, result records in `mmunlearn.results`."""

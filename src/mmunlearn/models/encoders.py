@@ -1,0 +1,106 @@
+"""Small encoders that run fast on a laptop CPU: a conv net for images and log-mel spectrograms, and a
+tiny transformer for word-id sequences."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1),
+        nn.GroupNorm(min(8, c_out), c_out),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+class ConvEncoder(nn.Module):
+    """Three conv blocks (each halves the resolution) and a linear projection of the flattened map.
+
+    The map is flattened, not average-pooled, so that where things are (left of, above) survives.
+
+    Args:
+        in_shape: (C, H, W) of one input; H and W are padded up to a multiple of 8 if needed.
+        out_dim: feature size.
+        width: channels of the first block (doubled in each later block).
+        standardize: normalise each input to zero mean and unit variance first (for log-mel inputs,
+            whose scale depends on recording gain).
+    """
+
+    def __init__(
+        self, in_shape: tuple[int, int, int], out_dim: int, width: int = 32, standardize: bool = False
+    ) -> None:
+        super().__init__()
+        c, h, w = in_shape
+        self.standardize = standardize
+        self.pad = ((-w) % 8, (-h) % 8)
+        self.blocks = nn.Sequential(
+            _conv_block(c, width), _conv_block(width, 2 * width), _conv_block(2 * width, 4 * width)
+        )
+        flat = 4 * width * ((h + self.pad[1]) // 8) * ((w + self.pad[0]) // 8)
+        self.proj = nn.Linear(flat, out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Encode a batch.
+
+        Args:
+            x: (B, C, H, W), or (B, H, W) for single-channel inputs such as log-mel spectrograms.
+
+        Returns:
+            (B, out_dim) features.
+        """
+        if x.dim() == 3:
+            x = x.unsqueeze(1)
+        if self.standardize:
+            mu = x.mean(dim=(1, 2, 3), keepdim=True)
+            sd = x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-5)
+            x = (x - mu) / sd
+        if any(self.pad):
+            x = nn.functional.pad(x, (0, self.pad[0], 0, self.pad[1]))
+        return self.proj(self.blocks(x).flatten(1))
+
+
+class TextEncoder(nn.Module):
+    """Token + position embeddings, a small pre-norm transformer, mean pooling over real tokens.
+
+    Args:
+        vocab_size: number of token ids (0 = padding).
+        max_len: longest id row.
+        out_dim: feature size.
+        dim: model width.
+        layers: transformer layers.
+        heads: attention heads.
+    """
+
+    def __init__(
+        self, vocab_size: int, max_len: int, out_dim: int, dim: int = 128, layers: int = 2, heads: int = 4
+    ) -> None:
+        super().__init__()
+        self.token = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.pos = nn.Parameter(torch.randn(max_len, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True)
+        self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, out_dim)
+
+    def forward(self, ids: Tensor, token_embeddings: Tensor | None = None) -> Tensor:
+        """Encode id rows.
+
+        Args:
+            ids: int64 (B, L), 0 = padding.
+            token_embeddings: optional (B, L, dim) replacement of ``self.token(ids)``, so that attacks such
+                as HotFlip can take gradients with respect to the embeddings.
+
+        Returns:
+            (B, out_dim) features.
+        """
+        real = ids != 0
+        emb = self.token(ids) if token_embeddings is None else token_embeddings
+        h = self.transformer(emb + self.pos[: ids.shape[1]], src_key_padding_mask=~real)
+        h = self.norm(h) * real.unsqueeze(-1)
+        pooled = h.sum(1) / real.sum(1, keepdim=True).clamp_min(1)
+        return self.proj(pooled)
