@@ -107,12 +107,11 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def data_fingerprint(dataset: MultimodalDataset) -> str:
-    """SHA-256 of the ids, labels and presence masks of a dataset (cheap; detects a different training set)."""
+    """SHA-256 of the ids, inputs, labels and presence masks of a dataset (detects a different training set)."""
     h = hashlib.sha256("\n".join(dataset.ids).encode())
-    if dataset.labels is not None:
-        h.update(dataset.labels.numpy().tobytes())
-    for m in sorted(dataset.present):
-        h.update(dataset.present[m].numpy().tobytes())
+    tensors = [dataset.inputs[m] for m in sorted(dataset.inputs)] + [dataset.present[m] for m in sorted(dataset.present)]
+    for t in [*tensors, *([dataset.labels] if dataset.labels is not None else [])]:
+        h.update(t.contiguous().numpy().tobytes())
     return h.hexdigest()
 
 

@@ -174,6 +174,17 @@ def voice_variants() -> tuple[str, ...]:
     return tuple(sorted(p.name for p in (_data_path() / "voices" / "!v").iterdir() if p.is_file()))
 
 
+def voice_variant_path(variant: str) -> Path:
+    """The file that defines a voice variant (e.g. ``"m3"``).
+
+    Raises:
+        ValueError: no such variant.
+    """
+    if variant not in voice_variants():
+        raise ValueError(f"unknown eSpeak NG voice variant {variant!r}; see voice_variants() for the list")
+    return _data_path() / "voices" / "!v" / variant
+
+
 def espeak_version() -> str:
     """The eSpeak NG library version, e.g. ``"1.52.0"``."""
     with _LOCK, _fresh_engine(0) as lib:
@@ -182,9 +193,8 @@ def espeak_version() -> str:
 
 def _set_voice(lib: ctypes.CDLL, settings: SpeechSettings) -> None:
     _, _, variant = settings.voice.partition("+")
-    if variant and variant not in voice_variants():
-        # The library silently ignores an unknown variant; refuse it instead.
-        raise ValueError(f"unknown eSpeak NG voice variant {variant!r}; see voice_variants() for the list")
+    if variant:
+        voice_variant_path(variant)  # the library silently ignores an unknown variant; refuse it instead
     code = lib.espeak_SetVoiceByName(settings.voice.encode())
     if code == _EE_NOT_FOUND:
         raise ValueError(f"unknown eSpeak NG voice {settings.voice!r} (language not found)")
@@ -246,9 +256,7 @@ def mel_to_hz(mel: Tensor) -> Tensor:
     return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
 
 
-def mel_filterbank(
-    n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None
-) -> Tensor:
+def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None) -> Tensor:
     """Triangular mel filters on the HTK mel scale (peak 1, no area normalisation).
 
     Filter ``m`` rises linearly from mel point ``m`` to ``m + 1`` and falls to ``m + 2``, with

@@ -17,4 +17,4 @@ def accuracy(logits: Tensor, labels: Tensor) -> float:
     """
     if len(labels) == 0:
         return 0.0
-    return float((logits.argmax(dim=1) == labels).float().mean())
+    return float((logits.argmax(dim=1) == labels).double().mean())

@@ -25,7 +25,7 @@ def recall_at_k(similarity: Tensor, targets: Tensor, k: int) -> float:
         raise ValueError(f"k must be >= 1, got {k}")
     true = similarity.gather(1, targets.unsqueeze(1))
     at_least = (similarity >= true).sum(dim=1) - 1  # other candidates as good as the target
-    return float((at_least < k).float().mean())
+    return float((at_least < k).double().mean())
 
 
 def chance_recall(num_candidates: int, k: int) -> float:

@@ -1,0 +1,142 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from toy import make_av
+
+from mmunlearn.checkpoint import load_checkpoint
+from mmunlearn.errors import CheckpointError, ConfigError, DivergenceError
+from mmunlearn.evaluate import evaluate
+from mmunlearn.train import TrainConfig, build_model, lr_at, train
+
+CFG = {"input_shapes": {"image": [1, 16, 16], "audio": [8, 16]}, "num_classes": 4, "feat_dim": 8, "width": 4}
+FAST = TrainConfig(epochs=4, batch_size=16, lr=3e-3, seed=3, progress=False)
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_learns_and_is_deterministic(tiny_av):
+    a = train(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST)
+    b = train(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST)
+    assert _same(_weights(a.model), _weights(b.model))
+    assert a.history[-1]["loss"] < a.history[0]["loss"]
+    acc = {m.name: m.value for m in evaluate(a.model, {"train": tiny_av})}
+    assert acc["acc_fused"] > 0.9
+
+
+def test_global_rng_is_left_alone(tiny_av):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST.replace(epochs=1))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_resume_from_checkpoint_gives_the_same_weights(tmp_path, tiny_av, monkeypatch):
+    import importlib
+
+    T = importlib.import_module("mmunlearn.train")
+    full = train(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST)
+    calls = {"n": 0}
+    real_step = T._step
+
+    def interrupted_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 10:  # in epoch 3 (4 steps per epoch)
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(T, "_step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST, out_dir=tmp_path)
+    monkeypatch.setattr(T, "_step", real_step)
+    assert json.loads((tmp_path / "manifest.json").read_text())["training"]["epoch"] == 2
+    resumed = train(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST, out_dir=tmp_path)
+    assert resumed.resumed_from == 2 and resumed.epochs_run == 2
+    assert _same(_weights(full.model), _weights(resumed.model))
+    again = train(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST, out_dir=tmp_path)
+    assert again.epochs_run == 0 and _same(_weights(full.model), _weights(again.model))
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import importlib, sys, time
+    sys.path.insert(0, {tests!r})
+    from toy import make_av
+    from mmunlearn.train import TrainConfig, build_model, train
+    T = importlib.import_module("mmunlearn.train")  # the module (the package re-exports the function)
+    slow_step = T._step
+    def step(*a, **k):
+        time.sleep(0.01)  # slow enough to be killed mid-run
+        return slow_step(*a, **k)
+    T._step = step
+    cfg = {cfg!r}
+    train(build_model("multimodal-classifier", 0, **cfg), make_av(), TrainConfig(**{train!r}), out_dir=sys.argv[1])
+    """
+)
+
+
+def test_resume_after_kill_gives_the_same_final_weights(tmp_path, tiny_av):
+    config = FAST.replace(epochs=8)
+    script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), cfg=CFG, train=config.__dict__)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", script, str(out)], env={**os.environ, "PYTHONHASHSEED": "0"})
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        manifest = out / "manifest.json"
+        if manifest.is_file() and json.loads(manifest.read_text())["training"]["epoch"] >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = json.loads((out / "manifest.json").read_text())["training"]
+    assert not state["finished"], "the run finished before it could be killed"
+    load_checkpoint(out)  # what the kill left behind is a complete, verified checkpoint
+    resumed = train(build_model("multimodal-classifier", 0, **CFG), tiny_av, config, out_dir=out)
+    assert resumed.resumed_from >= 2
+    straight = train(build_model("multimodal-classifier", 0, **CFG), tiny_av, config)
+    assert _same(_weights(straight.model), _weights(resumed.model))
+
+
+def test_other_run_in_out_dir_is_refused(tmp_path, tiny_av):
+    train(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST.replace(epochs=1), out_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="different run"):
+        train(build_model("multimodal-classifier", 0, **CFG), make_av(seed=9), FAST.replace(epochs=1), out_dir=tmp_path)
+
+
+def test_divergence_restores_last_good_weights(tiny_av):
+    model = build_model("multimodal-classifier", 0, **CFG)
+    before = _weights(model)
+    bad = tiny_av.with_inputs(image=torch.full_like(tiny_av.inputs["image"], 1e38))
+    with pytest.raises(DivergenceError, match="restored the weights"):
+        train(model, bad, FAST)
+    assert _same(before, _weights(model))
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="epochs must be >= 0, got -1"):
+        TrainConfig(epochs=-1)
+    with pytest.raises(ConfigError, match="unknown TrainConfig key"):
+        FAST.replace(epochz=3)
+    with pytest.raises(ConfigError, match="empty dataset"):
+        train(build_model("multimodal-classifier", 0, **CFG), make_av().take(torch.tensor([], dtype=torch.long)), FAST)
+
+
+def test_lr_schedule():
+    assert lr_at(0, 100, 10, 1.0) == pytest.approx(0.1)
+    assert lr_at(9, 100, 10, 1.0) == pytest.approx(1.0)
+    assert lr_at(100, 100, 10, 1.0) == pytest.approx(0.0)
