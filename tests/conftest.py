@@ -6,9 +6,9 @@ import os
 
 import pytest
 import torch
-from toy import make_av
 
 from mmunlearn.data.core import MultimodalDataset
+from toy import make_av
 
 # Unit-test models are tiny: one thread is faster than two and immune to a busy machine.
 torch.set_num_threads(1)

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from toy import make_av
 
 from mmunlearn.checkpoint import load_checkpoint
 from mmunlearn.errors import CheckpointError, ConfigError, DivergenceError
 from mmunlearn.evaluate import evaluate
 from mmunlearn.train import TrainConfig, build_model, lr_at, train
+from toy import make_av
 
 CFG = {"input_shapes": {"image": [1, 16, 16], "audio": [8, 16]}, "num_classes": 4, "feat_dim": 8, "width": 4}
 FAST = TrainConfig(epochs=4, batch_size=16, lr=3e-3, seed=3, progress=False)
