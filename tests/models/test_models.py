@@ -41,7 +41,16 @@ def test_unknown_modality_and_config_key():
 
 def test_dual_encoder_embeddings_and_loss():
     tok = WordTokenizer.build(["a red circle", "a blue square left of a red circle"], reserve=3)
-    m = build_model("dual-encoder", 0, image_shape=[3, 16, 16], vocab=tok.vocab, text_len=tok.max_len, embed_dim=16, width=4, text_dim=16)
+    m = build_model(
+        "dual-encoder",
+        0,
+        image_shape=[3, 16, 16],
+        vocab=tok.vocab,
+        text_len=tok.max_len,
+        embed_dim=16,
+        width=4,
+        text_dim=16,
+    )
     assert isinstance(m, DualEncoder)
     ids = tok.encode(["a red circle", "a blue square left of a red circle"])
     img = m.encode_image(torch.rand(2, 3, 16, 16))
