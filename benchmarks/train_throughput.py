@@ -1,0 +1,87 @@
+"""Training-loop throughput of the library against a plain PyTorch loop, and full dataset build times.
+
+Both loops train the same model (the av-digits recipe classifier) on the same data with the same
+optimizer and batch size; they alternate several times in one process and the script prints the
+median samples/s of each and their ratio (these machines are noisy, so only ratios from one run mean
+anything).
+
+    python benchmarks/train_throughput.py [--size full] [--repeats 3] [--epochs 1] [--skip-builds]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+
+from mmunlearn.data import DATASETS, build_dataset, load_dataset
+from mmunlearn.recipes import new_model, recipe_for
+from mmunlearn.train import TrainConfig, epoch_batches, optimizer_for, train
+
+
+def plain_loop(model: torch.nn.Module, data, config: TrainConfig) -> float:  # type: ignore[no-untyped-def]
+    """The loop a user would write by hand; returns seconds."""
+    opt = optimizer_for(model, config)
+    model.train()
+    t0 = time.perf_counter()
+    for epoch in range(config.epochs):
+        for idx in epoch_batches(len(data), config.batch_size, config.seed, epoch):
+            batch = data.batch(idx)
+            loss = model.loss(batch)  # type: ignore[operator]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return time.perf_counter() - t0
+
+
+def library_loop(model: torch.nn.Module, data, config: TrainConfig, out_dir: str | None) -> float:  # type: ignore[no-untyped-def]
+    """`mmunlearn.train` (with or without per-epoch checkpoints); returns seconds."""
+    t0 = time.perf_counter()
+    train(model, data, config, out_dir=out_dir)  # type: ignore[arg-type]
+    return time.perf_counter() - t0
+
+
+def throughput(size: str, repeats: int, epochs: int) -> None:
+    splits = load_dataset("av-digits", size, 0)
+    config = recipe_for("av-digits").train.replace(epochs=epochs, progress=False)
+    n = len(epoch_batches(len(splits.train), config.batch_size, 0, 0)) * config.batch_size * epochs
+    times: dict[str, list[float]] = {"plain": [], "library": [], "library+ckpt": []}
+    for _ in range(repeats):
+        times["plain"].append(plain_loop(new_model(splits, 0), splits.train, config))
+        times["library"].append(library_loop(new_model(splits, 0), splits.train, config, None))
+        with tempfile.TemporaryDirectory() as tmp:
+            times["library+ckpt"].append(library_loop(new_model(splits, 0), splits.train, config, tmp))
+    rate = {k: n / statistics.median(v) for k, v in times.items()}
+    print(f"av-digits {size}: {len(splits.train)} training samples, {epochs} epoch(s), median of {repeats} runs")
+    print(f"{'loop':<14}{'samples/s':>12}{'ratio to plain':>16}")
+    for k, r in rate.items():
+        print(f"{k:<14}{r:>12.1f}{r / rate['plain']:>16.3f}")
+
+
+def build_times(size: str) -> None:
+    print(f"\nbuild time of each {size} dataset (fresh cache)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in DATASETS.names():
+            t0 = time.perf_counter()
+            build_dataset(name, size, 0, tmp)
+            print(f"{name:<18}{time.perf_counter() - t0:>8.1f} s")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", default="full", choices=["small", "full"])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--skip-builds", action="store_true")
+    args = p.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    throughput(args.size, args.repeats, args.epochs)
+    if not args.skip_builds:
+        build_times(args.size)
+
+
+if __name__ == "__main__":
+    main()

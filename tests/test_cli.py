@@ -1,0 +1,118 @@
+"""The CLI driven as a user would, on the small built-in sets."""
+
+import json
+
+import pytest
+
+from mmunlearn.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_json(capsys):
+    code, out, _ = run(capsys, "list", "--json")
+    regs = json.loads(out)
+    assert code == 0
+    assert regs["datasets"] == ["av-digits", "emoji-captions", "shapes-captions"]
+    assert regs["models"] == ["dual-encoder", "multimodal-classifier"]
+    code, out, _ = run(capsys, "list")
+    assert "datasets: av-digits, emoji-captions, shapes-captions" in out
+
+
+@pytest.fixture(scope="module")
+def av_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("av") / "model"
+    code = main(
+        ["train", "--dataset", "av-digits", "--size", "small", "--out", str(out), "--epochs", "2", "--quiet", "--json"]
+    )
+    assert code == 0
+    return out
+
+
+def test_train_then_eval_agree(av_model, capsys):
+    manifest = json.loads((av_model / "manifest.json").read_text())
+    trained = {(m["split"], m["name"]): m["value"] for m in manifest["metrics"]}
+    code, out, _ = run(capsys, "eval", "--model", str(av_model), "--json", "--quiet")
+    assert code == 0
+    record = json.loads(out)
+    assert record["dataset"] == "av-digits"
+    for m in record["metrics"]:
+        assert m["value"] == pytest.approx(trained[(m["split"], m["name"])])
+    names = {m["name"] for m in record["metrics"]}
+    assert names == {"acc_fused", "acc_image", "acc_audio"}
+    code, out, _ = run(capsys, "eval", "--model", str(av_model), "--quiet")
+    assert "| split" in out and "acc_audio" in out and "chance" in out
+
+
+def test_train_json_record_and_dual_encoder_eval(tmp_path, capsys):
+    out_dir = tmp_path / "clip"
+    code, out, _ = run(
+        capsys, "train", "--dataset", "shapes-captions", "--out", str(out_dir), "--epochs", "1", "--quiet", "--json"
+    )
+    assert code == 0
+    record = json.loads(out)
+    assert record["method"] == "dual-encoder" and record["seconds"] > 0
+    names = {m["name"] for m in record["metrics"]}
+    assert {"i2t_r1", "t2i_r10", "mean_recall"} <= names
+    test_r1 = next(m for m in record["metrics"] if m["name"] == "i2t_r1" and m["split"] == "test")
+    assert test_r1["chance"] == pytest.approx(1 / 200)
+    code, out, _ = run(capsys, "eval", "--model", str(out_dir), "--splits", "test", "--quiet")
+    assert code == 0 and "i2t_r1" in out and "chance" in out
+
+
+def test_data_build(capsys):
+    code, out, _ = run(capsys, "data", "build", "shapes-captions", "--size", "small", "--json", "--quiet")
+    info = json.loads(out)
+    assert code == 0 and info["splits"] == {"train": 1000, "val": 200, "test": 200}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["train", "--dataset", "mnist", "--out", "x"],
+            "unknown dataset 'mnist'; known datasets: av-digits, emoji-captions, shapes-captions",
+        ),
+        (["data", "build", "nope"], "unknown dataset 'nope'"),
+        (["train", "--dataset", "av-digits", "--out", "x", "--epochs", "-1"], "epochs must be >= 0, got -1"),
+        (["eval", "--model", "/nonexistent"], "/nonexistent is not a checkpoint: manifest.json not found"),
+    ],
+)
+def test_bad_inputs_give_one_clear_error(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, *argv, "--quiet")
+    assert code == 2
+    assert err.strip() == f"error: {message}"
+
+
+def test_unreadable_checkpoint(capsys, tmp_path):
+    (tmp_path / "manifest.json").write_text("\x00garbage")
+    code, _, err = run(capsys, "eval", "--model", str(tmp_path))
+    assert code == 2 and err.startswith("error: unreadable checkpoint manifest")
+
+
+def test_tampered_checkpoint(av_model, capsys, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(av_model, copy)
+    blob = bytearray((copy / "model.safetensors").read_bytes())
+    blob[-1] ^= 1
+    (copy / "model.safetensors").write_bytes(bytes(blob))
+    code, _, err = run(capsys, "eval", "--model", str(copy))
+    assert code == 2 and "does not match its SHA-256: truncated or tampered with" in err
+
+
+def test_corrupted_cache_is_reported_and_rebuilt(capsys, tmp_path):
+    data_dir = tmp_path / "cache"
+    assert main(["data", "build", "av-digits", "--data-dir", str(data_dir), "--quiet"]) == 0
+    target = next(data_dir.glob("av-digits/*/train.safetensors"))
+    target.write_bytes(target.read_bytes()[:-10])
+    capsys.readouterr()
+    code, out, err = run(capsys, "data", "build", "av-digits", "--data-dir", str(data_dir))
+    assert code == 0
+    assert "train.safetensors does not match its checksum; rebuilding it" in err
