@@ -113,6 +113,6 @@ def test_corrupted_cache_is_reported_and_rebuilt(capsys, tmp_path):
     target = next(data_dir.glob("av-digits/*/train.safetensors"))
     target.write_bytes(target.read_bytes()[:-10])
     capsys.readouterr()
-    code, out, err = run(capsys, "data", "build", "av-digits", "--data-dir", str(data_dir))
+    code, _, err = run(capsys, "data", "build", "av-digits", "--data-dir", str(data_dir))
     assert code == 0
     assert "train.safetensors does not match its checksum; rebuilding it" in err
