@@ -202,12 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _setup_logging(quiet: bool) -> None:
+    """Library logs (info, or warnings only with --quiet) go to the current stderr, one line each."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    log.handlers = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 2 a user error, printed as one line on stderr)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    _setup_logging(args.quiet)
     try:
         return int(args.func(args))
     except (MMUnlearnError, UnknownNameError, FileNotFoundError) as e:
