@@ -88,13 +88,7 @@ def all_scenes() -> list[Scene]:
         fixed order.
     """
     objects = [(c, s) for c in COLORS for s in SHAPES]
-    return [
-        Scene((a[0], b[0]), (a[1], b[1]), rel)
-        for rel in RELATIONS
-        for a in objects
-        for b in objects
-        if a != b
-    ]
+    return [Scene((a[0], b[0]), (a[1], b[1]), rel) for rel in RELATIONS for a in objects for b in objects if a != b]
 
 
 def shape_polygon(shape: str, cx: float, cy: float, side: float) -> list[tuple[float, float]] | None:
@@ -178,9 +172,9 @@ def render_scene(scene: Scene, rng: np.random.Generator) -> np.ndarray:
             draw.ellipse((cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), fill=fill)
         else:
             draw.polygon(poly, fill=fill)
-    img = np.asarray(canvas.reduce(k), dtype=np.float32)  # box filter: exact, deterministic anti-aliasing
-    img = img + rng.normal(0.0, _NOISE_STD, size=img.shape)
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    img = np.asarray(canvas.reduce(k), dtype=np.float64)  # box filter: exact, deterministic anti-aliasing
+    noisy = img + rng.normal(0.0, _NOISE_STD, size=img.shape)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 
 
 def sample_scenes(rng: np.random.Generator, scenes: list[Scene], n: int, unique: bool) -> list[Scene]:
