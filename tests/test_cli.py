@@ -19,6 +19,8 @@ def test_list_json(capsys):
     assert code == 0
     assert regs["datasets"] == ["av-digits", "emoji-captions", "shapes-captions"]
     assert regs["models"] == ["dual-encoder", "multimodal-classifier"]
+    assert "ccu" in regs["unlearners"] and "retrain" in regs["unlearners"]
+    assert all(keys == sorted(keys) for keys in regs.values())
     code, out, _ = run(capsys, "list")
     assert "datasets: av-digits, emoji-captions, shapes-captions" in out
 

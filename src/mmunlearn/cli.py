@@ -14,23 +14,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .checkpoint import load_checkpoint, versions
 from .data import DATASETS, SIZES, SPLITS, build_dataset, load_dataset
-from .errors import CheckpointError, MMUnlearnError
+from .errors import CheckpointError, ConfigError, MMUnlearnError
 from .evaluate import evaluate
+from .forget import RequestSpec, forget
 from .models import MODELS, DualEncoder
 from .recipes import train_on_dataset
 from .registry import Registry, UnknownNameError
 from .results import MetricResult, RunRecord
 from .textfmt import format_table
 from .train import resolve_device
+from .unlearn import UNLEARNERS
 
 log = logging.getLogger("mmunlearn")
 
 
 def registries() -> dict[str, Registry[Any]]:
     """Every registry ``mmunlearn list`` shows, by family name."""
-    return {"datasets": DATASETS, "models": MODELS}
+    return {"datasets": DATASETS, "models": MODELS, "unlearners": UNLEARNERS}
 
 
 # -- commands ----------------------------------------------------------------------------------------
@@ -131,6 +135,50 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` pairs, values parsed as YAML scalars (``lr=1e-3``, ``use_a=false``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    spec = RequestSpec(
+        fraction=args.forget_fraction,
+        ids_file=args.forget_ids,
+        identities=tuple(args.forget_identity or ()),
+        label=args.forget_class,
+        modalities=("image",) if args.modalities == "image" else ("image", "audio"),
+        reason=args.reason,
+        seed=args.request_seed,
+    )
+    result = forget(
+        args.model,
+        args.method,
+        spec,
+        args.out,
+        seed=args.seed,
+        overrides=parse_sets(args.set or []),
+        data_dir=args.data_dir,
+        device=str(resolve_device(args.device)),
+        progress=not args.quiet,
+    )
+    if args.json:
+        print(json.dumps({"out": str(args.out), **result.receipt}))
+    else:
+        r = result.receipt["request"]
+        print(
+            f"{args.method}: forgot {'+'.join(r['modalities'])} of {r['n_ids']} samples in {result.seconds:.1f} s -> {args.out}"
+        )
+        rows = [[m.name, m.split, m.value] for m in result.metrics]
+        print(format_table(["metric", "split", "value"], rows))
+    return 0
+
+
 # -- output ------------------------------------------------------------------------------------------
 def metrics_table(metrics: Sequence[MetricResult]) -> str:
     """One row per split, one column per metric, and a last row with each metric's chance level."""
@@ -191,6 +239,26 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("forget", help="make a trained classifier forget part of its training data")
+    p.add_argument("--model", required=True, help="checkpoint folder of the original model")
+    p.add_argument("--method", required=True, help="unlearning method (mmunlearn list)")
+    sel = p.add_mutually_exclusive_group(required=True)
+    sel.add_argument("--forget-fraction", type=float, help="a seeded random share of the training samples")
+    sel.add_argument("--forget-ids", help="text file with one sample id per line")
+    sel.add_argument("--forget-identity", nargs="+", help="identity groups (fonts, writers, voices)")
+    sel.add_argument("--forget-class", type=int, help="every sample of one class")
+    p.add_argument(
+        "--modalities", choices=["image", "all"], default="image", help="image: visual-only; all: full deletion"
+    )
+    p.add_argument("--out", required=True, help="folder for the new checkpoint, metrics and receipt")
+    p.add_argument("--seed", type=int, default=0, help="seed of the method")
+    p.add_argument("--request-seed", type=int, default=0, help="seed of a random --forget-fraction selection")
+    p.add_argument("--reason", default="", help="recorded in the receipt")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field of the method's config")
+    p.add_argument("--device", default="auto")
+    _common(p)
+    p.set_defaults(func=cmd_forget)
+
     p = sub.add_parser("demo", help="build av-digits, train, evaluate, print a table")
     p.add_argument("--size", choices=SIZES, default="full")
     p.add_argument("--out", default="runs/demo")
@@ -214,7 +282,7 @@ def _setup_logging(quiet: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 2 a user error, printed as one line on stderr)."""
     args = build_parser().parse_args(argv)
-    _setup_logging(args.quiet)
+    _setup_logging(getattr(args, "quiet", False))
     try:
         return int(args.func(args))
     except (MMUnlearnError, UnknownNameError, FileNotFoundError) as e:

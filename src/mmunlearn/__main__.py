@@ -1,0 +1,5 @@
+"""``python -m mmunlearn``: the command-line interface."""
+
+from .cli import entry
+
+entry()
