@@ -227,7 +227,7 @@ class Unlearner:
         if not torch.isfinite(loss):
             model.load_state_dict(good)
             raise DivergenceError(
-                f"{self.name}: the loss became {float(loss)} in epoch {epoch + 1}; the last good weights were "
+                f"{self.name}: the loss became {float(loss.detach())} in epoch {epoch + 1}; the last good weights were "
                 "restored and no model is returned (try a lower lr)"
             )
         opt.zero_grad(set_to_none=True)
@@ -291,4 +291,3 @@ def config_fields(method: type[Unlearner]) -> dict[str, Any]:
 
 
 UNLEARNERS: Registry[Unlearner] = Registry("unlearner")
-
