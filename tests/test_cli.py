@@ -79,7 +79,7 @@ def test_data_build(capsys):
             ["train", "--dataset", "mnist", "--out", "x"],
             "unknown dataset 'mnist'; known datasets: av-digits, emoji-captions, shapes-captions",
         ),
-        (["data", "build", "nope"], "unknown dataset 'nope'"),
+        (["data", "build", "nope"], "unknown dataset 'nope'; known datasets: av-digits, emoji-captions, shapes-captions"),
         (["train", "--dataset", "av-digits", "--out", "x", "--epochs", "-1"], "epochs must be >= 0, got -1"),
         (["eval", "--model", "/nonexistent"], "/nonexistent is not a checkpoint: manifest.json not found"),
     ],

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import read_manifest, save_checkpoint
-from .data import DatasetSplits, load_dataset
+from .data import DATASETS, DatasetSplits, load_dataset
 from .errors import ConfigError
 from .evaluate import evaluate
 from .models import MultimodalModel
@@ -35,7 +35,7 @@ class Recipe:
 # Chosen on the validation split (see README "Training recipes"): enough epochs that the classifier
 # memorises its training images (membership becomes visible), while fused accuracy stays high.
 RECIPES: dict[str, Recipe] = {
-    "av-digits": Recipe("multimodal-classifier", TrainConfig(epochs=15, batch_size=128, lr=2e-3)),
+    "av-digits": Recipe("multimodal-classifier", TrainConfig(epochs=15, batch_size=128, lr=2e-3), {"width": 8}),
     "shapes-captions": Recipe("dual-encoder", TrainConfig(epochs=8, batch_size=128, lr=2e-3), {"width": 16, "embed_dim": 64}),
     "emoji-captions": Recipe("dual-encoder", TrainConfig(epochs=20, batch_size=128, lr=2e-3), {"width": 16, "embed_dim": 64}),
 }
@@ -96,6 +96,7 @@ def train_on_dataset(
     Returns:
         The training result and the train/val/test metrics of the final model.
     """
+    DATASETS.get(dataset)  # an unknown name fails here, listing the known datasets
     recipe = recipe_for(dataset)
     config = recipe.train.replace(seed=seed, progress=progress, **(overrides or {}))
     splits = load_dataset(dataset, size, data_seed, data_dir, progress=progress)

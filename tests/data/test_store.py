@@ -36,8 +36,10 @@ class Counting(DatasetBuilder):
         return BuiltData(splits, meta={"seed": seed})
 
 
-if "test-counting" not in DATASETS:
-    DATASETS.register("test-counting")(Counting)
+@pytest.fixture(autouse=True)
+def _registered(monkeypatch):
+    """Register the counting builder for this module's tests only (the registry is left as it was)."""
+    monkeypatch.setitem(DATASETS._entries, "test-counting", Counting)
 
 
 def test_build_once_then_load_verified(tmp_path):

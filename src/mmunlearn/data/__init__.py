@@ -1,6 +1,6 @@
 """Data: core types, forget requests, the built-in dataset builders and their on-disk cache."""
 
-from . import emoji_captions, shapes_captions  # noqa: F401  (importing registers the builders)
+from . import av_digits, emoji_captions, shapes_captions  # noqa: F401  (importing registers the builders)
 from .builder import DATASETS, SIZES, SPLITS, BuiltData, DatasetBuilder
 from .core import MultimodalDataset, Sample, SplitData
 from .request import ForgetRequest

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from .base import MODELS, MultimodalModel, make_config
-from .encoders import ConvEncoder, TextEncoder
+from .encoders import ConvEncoder, ResNetEncoder, TextEncoder
 from .tokenizer import WordTokenizer
 
 
@@ -28,6 +29,8 @@ class DualEncoderConfig:
         text_dim: width of the text transformer.
         text_layers: transformer layers.
         init_temperature: initial softmax temperature (CLIP: 0.07); it is learned, capped at 1/100.
+        image_encoder: image tower architecture, one of `IMAGE_ENCODERS`: ``"cnn"`` (`ConvEncoder`, the
+            default) or ``"resnet"`` (`ResNetEncoder`, for surrogate-to-victim transfer experiments).
     """
 
     image_shape: tuple[int, ...]
@@ -38,6 +41,15 @@ class DualEncoderConfig:
     text_dim: int = 128
     text_layers: int = 2
     init_temperature: float = 0.07
+    image_encoder: str = "cnn"
+
+    def __post_init__(self) -> None:
+        if self.image_encoder not in IMAGE_ENCODERS:
+            raise ConfigError(f"unknown image_encoder {self.image_encoder!r}; choose one of {sorted(IMAGE_ENCODERS)}")
+
+
+IMAGE_ENCODERS = {"cnn": ConvEncoder, "resnet": ResNetEncoder}
+"""Image tower architectures by config name (both take ``(in_shape, out_dim, width)``)."""
 
 
 def clip_loss(image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor) -> Tensor:
@@ -58,7 +70,7 @@ def clip_loss(image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor) -> Tenso
 
 @MODELS.register("dual-encoder")
 class DualEncoder(MultimodalModel):
-    """Image tower (conv net) and text tower (tiny transformer) projected to one normalised space."""
+    """Image tower (conv net or small ResNet) and text tower (tiny transformer) projected to one normalised space."""
 
     kind = "dual-encoder"
     modalities = ("image", "text")
@@ -68,7 +80,8 @@ class DualEncoder(MultimodalModel):
         self.config: DualEncoderConfig = make_config(DualEncoderConfig, config)
         c = self.config
         self.tokenizer = WordTokenizer(list(c.vocab), c.text_len)
-        self.image_encoder = ConvEncoder(tuple(c.image_shape), c.embed_dim, c.width)  # type: ignore[arg-type]
+        tower = IMAGE_ENCODERS[c.image_encoder]
+        self.image_encoder = tower(tuple(c.image_shape), c.embed_dim, c.width)  # type: ignore[arg-type]
         self.text_encoder = TextEncoder(len(c.vocab), c.text_len, c.embed_dim, c.text_dim, c.text_layers)
         self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / c.init_temperature)))
 

@@ -1,5 +1,6 @@
-"""Small encoders that run fast on a laptop CPU: a conv net for images and log-mel spectrograms, and a
-tiny transformer for word-id sequences."""
+"""Small encoders that run fast on a laptop CPU: a conv net for images and log-mel spectrograms, a small
+residual net for images (a second image architecture, for transfer experiments), and a tiny transformer
+for word-id sequences."""
 
 from __future__ import annotations
 
@@ -62,6 +63,77 @@ class ConvEncoder(nn.Module):
         if any(self.pad):
             x = nn.functional.pad(x, (0, self.pad[0], 0, self.pad[1]))
         return self.proj(self.blocks(x).flatten(1))
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convs with GroupNorm and a skip connection; ``stride`` 2 halves the resolution.
+
+    Args:
+        c_in: input channels.
+        c_out: output channels (a 1x1 conv matches the skip path when shape changes).
+        stride: stride of the first conv and of the skip projection.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = nn.GroupNorm(min(8, c_out), c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.norm2 = nn.GroupNorm(min(8, c_out), c_out)
+        self.skip: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.skip = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.GroupNorm(min(8, c_out), c_out)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, c_in, H, W) -> (B, c_out, H / stride, W / stride)."""
+        h = torch.relu(self.norm1(self.conv1(x)))
+        return torch.relu(self.norm2(self.conv2(h)) + self.skip(x))
+
+
+class ResNetEncoder(nn.Module):
+    """A small ResNet: a conv stem, three residual stages, a linear projection of the flattened map.
+
+    Stages: stem (width, full resolution) -> block(width, stride 2) -> block(2 width, stride 2) ->
+    block(4 width, stride 2), so a 32x32 input ends as a 4 width x 4 x 4 map, like `ConvEncoder`. The
+    map is flattened rather than average-pooled, so that positions (left of, above) survive. It differs
+    from `ConvEncoder` in its skip connections, strided convs instead of max-pooling and normalisation
+    on every conv: a different architecture for surrogate-to-victim transfer tests.
+
+    Args:
+        in_shape: (C, H, W) of one input; H and W are padded up to a multiple of 8 if needed.
+        out_dim: feature size.
+        width: channels of the stem (doubled in each later stage).
+    """
+
+    def __init__(self, in_shape: tuple[int, int, int], out_dim: int, width: int = 32) -> None:
+        super().__init__()
+        c, h, w = in_shape
+        self.pad = ((-w) % 8, (-h) % 8)
+        self.stem = nn.Sequential(
+            nn.Conv2d(c, width, 3, padding=1, bias=False), nn.GroupNorm(min(8, width), width), nn.ReLU(inplace=True)
+        )
+        self.stages = nn.Sequential(
+            ResidualBlock(width, width, stride=2),
+            ResidualBlock(width, 2 * width, stride=2),
+            ResidualBlock(2 * width, 4 * width, stride=2),
+        )
+        flat = 4 * width * ((h + self.pad[1]) // 8) * ((w + self.pad[0]) // 8)
+        self.proj = nn.Linear(flat, out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Encode a batch.
+
+        Args:
+            x: (B, C, H, W) images.
+
+        Returns:
+            (B, out_dim) features.
+        """
+        if any(self.pad):
+            x = nn.functional.pad(x, (0, self.pad[0], 0, self.pad[1]))
+        return self.proj(self.stages(self.stem(x)).flatten(1))
 
 
 class TextEncoder(nn.Module):
