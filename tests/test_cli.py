@@ -79,7 +79,10 @@ def test_data_build(capsys):
             ["train", "--dataset", "mnist", "--out", "x"],
             "unknown dataset 'mnist'; known datasets: av-digits, emoji-captions, shapes-captions",
         ),
-        (["data", "build", "nope"], "unknown dataset 'nope'; known datasets: av-digits, emoji-captions, shapes-captions"),
+        (
+            ["data", "build", "nope"],
+            "unknown dataset 'nope'; known datasets: av-digits, emoji-captions, shapes-captions",
+        ),
         (["train", "--dataset", "av-digits", "--out", "x", "--epochs", "-1"], "epochs must be >= 0, got -1"),
         (["eval", "--model", "/nonexistent"], "/nonexistent is not a checkpoint: manifest.json not found"),
     ],
@@ -118,3 +121,59 @@ def test_corrupted_cache_is_reported_and_rebuilt(capsys, tmp_path):
     code, _, err = run(capsys, "data", "build", "av-digits", "--data-dir", str(data_dir))
     assert code == 0
     assert "train.safetensors does not match its checksum; rebuilding it" in err
+
+
+def test_forget_writes_checkpoint_metrics_and_receipt(av_model, capsys, tmp_path):
+    out = tmp_path / "ccu"
+    code, stdout, _ = run(
+        capsys,
+        "forget",
+        "--model",
+        str(av_model),
+        "--method",
+        "ccu",
+        "--forget-fraction",
+        "0.1",
+        "--out",
+        str(out),
+        "--set",
+        "epochs=1",
+        "--reason",
+        "test request",
+        "--json",
+        "--quiet",
+    )
+    assert code == 0
+    receipt = json.loads(stdout)
+    assert receipt["request"]["n_ids"] == 60 and receipt["request"]["modalities"] == ["image"]
+    assert receipt["request"]["reason"] == "test request" and len(receipt["request"]["ids_sha256"]) == 64
+    assert receipt["method"]["name"] == "ccu" and receipt["method"]["config"]["epochs"] == 1
+    assert receipt["model_before"]["sha256"] != receipt["model_after"]["sha256"]
+    assert {m["name"] for m in receipt["metrics"]} >= {"acc_image", "mia_svc", "relearn_acc_image"}
+    assert (out / "receipt.json").is_file() and (out / "metrics.json").is_file()
+    code, _, _ = run(capsys, "eval", "--model", str(out), "--quiet")
+    assert code == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--forget-ids", "IDS", "--set", "epochs=1"], "1 id(s) not in dataset 'av-digits/small/train': 'no-such-id'"),
+        (["--forget-ids", "EMPTY"], "the forget request is empty: it names no sample"),
+        (["--forget-fraction", "0.1", "--set", "lambda_z=1"], "unknown CCUConfig key(s) ['lambda_z']"),
+        (["--forget-fraction", "0.1", "--set", "epochs"], "--set expects key=value, got 'epochs'"),
+        (["--forget-fraction", "1.5"], "forget fraction must be in (0, 1), got 1.5"),
+    ],
+)
+def test_forget_bad_inputs(av_model, capsys, tmp_path, extra, message):
+    (tmp_path / "ids.txt").write_text("no-such-id\n")
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    extra = [
+        str(tmp_path / "ids.txt") if a == "IDS" else str(tmp_path / "empty.txt") if a == "EMPTY" else a for a in extra
+    ]
+    code, _, err = run(
+        capsys, "forget", "--model", str(av_model), "--method", "ccu", "--out", str(tmp_path / "o"), *extra, "--quiet"
+    )
+    assert code == 2
+    assert err.strip().startswith(f"error: {message}")
+    assert not (tmp_path / "o").exists()

@@ -19,7 +19,9 @@ FAST = {"epochs": 1, "progress": False}
 @pytest.fixture(scope="module")
 def setup():
     data, val, test = make_av(96), make_av(32, seed=4, name="val"), make_av(32, seed=5, name="test")
-    model = train(build_model("multimodal-classifier", 0, **CFG), data, TrainConfig(epochs=3, batch_size=16, progress=False)).model
+    model = train(
+        build_model("multimodal-classifier", 0, **CFG), data, TrainConfig(epochs=3, batch_size=16, progress=False)
+    ).model
     return data, val, test, model
 
 
@@ -31,13 +33,24 @@ def test_contract(setup, name, modalities):
     req = ForgetRequest.random_fraction(data, 0.25, seed=0, modalities=modalities)
     method = UNLEARNERS.create(name, **FAST)
     assert isinstance(method, Unlearner) and method.name == name and method.paper
-    new = method.unlearn(model, req.unlearn_set(data), req.gold_standard_set(data), modalities=modalities, validation=val)
+    new = method.unlearn(
+        model, req.unlearn_set(data), req.gold_standard_set(data), original=model, modalities=modalities, validation=val
+    )
     assert new is not model and type(new) is type(model)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "input model was modified"
+    assert all(p.requires_grad for p in model.parameters()), "input model was frozen"
     assert all(torch.isfinite(p).all() for p in new.parameters())
     metrics = scenario_a_metrics(new, model, ScenarioAData(req.unlearn_set(data), req.retain_set(data), test, val))
     names = {m.name for m in metrics}
-    assert {"acc_fused", "acc_image", "acc_audio", "mia_svc", "mia_loss_auc", "retain_cka_image", "relearn_acc_image"} <= names
+    assert {
+        "acc_fused",
+        "acc_image",
+        "acc_audio",
+        "mia_svc",
+        "mia_loss_auc",
+        "retain_cka_image",
+        "relearn_acc_image",
+    } <= names
     assert gap_to_retrain(metrics, metrics) == 0.0
 
 
@@ -77,7 +90,11 @@ def test_seeded_methods_are_deterministic(setup):
     data, val, _, model = setup
     req = ForgetRequest.random_fraction(data, 0.25, seed=0)
     runs = [
-        UNLEARNERS.create("ccu", **FAST).unlearn(model, req.unlearn_set(data), req.gold_standard_set(data), validation=val)
+        UNLEARNERS.create("ccu", **FAST).unlearn(
+            model, req.unlearn_set(data), req.gold_standard_set(data), validation=val
+        )
         for _ in range(2)
     ]
-    assert all(torch.equal(a, b) for a, b in zip(runs[0].state_dict().values(), runs[1].state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(runs[0].state_dict().values(), runs[1].state_dict().values(), strict=True)
+    )

@@ -139,10 +139,11 @@ class Unlearner:
         """
         mods = frozenset(modalities)
         self._validate(model, unlearn_set, retain_set, mods)
-        frozen = original if original is not None else (copy.deepcopy(model) if self.requires_original else None)
+        # copies, so that neither the caller's model nor its original change (not even requires_grad)
+        work = copy.deepcopy(model).requires_grad_(True)
+        frozen = copy.deepcopy(original if original is not None else model) if self.requires_original else None
         if frozen is not None:
             frozen.eval().requires_grad_(False)
-        work = copy.deepcopy(model)
         self.ctx = UnlearnContext(unlearn_set, retain_set, mods, frozen, validation)
         with seeded(self.config.seed):
             self.prepare(work)
