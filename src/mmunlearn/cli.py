@@ -23,6 +23,8 @@ from .evaluate import evaluate
 from .forget import RequestSpec, forget, splits_of
 from .metrics.scenario_a import ScenarioAData, gap_to_retrain, scenario_a_metrics
 from .models import MODELS, DualEncoder
+from .protect import PROTECTORS
+from .protect.cli import add_commands as add_protect_commands
 from .recipes import train_on_dataset
 from .registry import Registry, UnknownNameError
 from .results import MetricResult, RunRecord
@@ -35,7 +37,7 @@ log = logging.getLogger("mmunlearn")
 
 def registries() -> dict[str, Registry[Any]]:
     """Every registry ``mmunlearn list`` shows, by family name."""
-    return {"datasets": DATASETS, "models": MODELS, "unlearners": UNLEARNERS}
+    return {"datasets": DATASETS, "models": MODELS, "unlearners": UNLEARNERS, "protectors": PROTECTORS}
 
 
 # -- commands ----------------------------------------------------------------------------------------
@@ -300,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     _common(p)
     p.set_defaults(func=cmd_forget)
+
+    add_protect_commands(sub)
 
     p = sub.add_parser("demo", help="train on av-digits, forget 10%% of its images with CCU, retrain, compare")
     p.add_argument("--size", choices=SIZES, default="full")

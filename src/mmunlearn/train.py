@@ -109,7 +109,9 @@ def resolve_device(name: str = "auto") -> torch.device:
 def data_fingerprint(dataset: MultimodalDataset) -> str:
     """SHA-256 of the ids, inputs, labels and presence masks of a dataset (detects a different training set)."""
     h = hashlib.sha256("\n".join(dataset.ids).encode())
-    tensors = [dataset.inputs[m] for m in sorted(dataset.inputs)] + [dataset.present[m] for m in sorted(dataset.present)]
+    tensors = [dataset.inputs[m] for m in sorted(dataset.inputs)] + [
+        dataset.present[m] for m in sorted(dataset.present)
+    ]
     for t in [*tensors, *([dataset.labels] if dataset.labels is not None else [])]:
         h.update(t.contiguous().numpy().tobytes())
     return h.hexdigest()

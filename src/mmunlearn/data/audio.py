@@ -6,7 +6,8 @@ file or subprocess is involved. The log-mel front end is plain torch (no torchau
 
 Determinism: eSpeak NG keeps state between utterances in C ``static`` variables (e.g. the pitch-flutter
 phase) and seeds its noise generator from the clock. `synthesize` therefore loads a private copy of the
-library afresh for every call (about a millisecond) and seeds its generator, so one (text, settings,
+library afresh for every call (a few milliseconds, most of it loading the voice) and seeds its noise
+generators (including the C library's ``rand``, which the Klatt voices use), so one (text, settings,
 seed) always gives the same samples, whatever was synthesised before.
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 import atexit
 import ctypes
 import functools
-import math
 import shutil
 import sys
 import tempfile
@@ -128,8 +128,9 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 def _seed_libc_rand(seed: int) -> None:
+    # A process-wide side effect, harmless: Python, numpy and torch never draw from the C rand().
     if sys.platform != "win32":  # POSIX: the process's own symbols include the C library's srand
-        ctypes.CDLL(None).srand(ctypes.c_uint(seed))
+        ctypes.CDLL(None).srand(ctypes.c_uint(seed % 2**32))
 
 
 def _unload(lib: ctypes.CDLL) -> None:
@@ -146,12 +147,17 @@ def _fresh_engine(seed: int) -> Iterator[ctypes.CDLL]:
         lib = ctypes.CDLL(str(_private_library()))
     except OSError as exc:
         raise RuntimeError(f"cannot load the eSpeak NG library of espeakng-loader: {exc}") from exc
+    data = _data_path()
     try:
         _declare(lib)
-        data = _data_path()
         rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, str(data).encode(), _INITIALIZE_DONT_EXIT)
-        if rate != SAMPLE_RATE:
-            raise RuntimeError(f"eSpeak NG failed to initialise with data at {data} (returned {rate})")
+    except AttributeError as exc:  # a symbol is missing: an espeakng-loader build without the full API
+        _unload(lib)
+        raise RuntimeError(f"the eSpeak NG library of espeakng-loader lacks a function: {exc}") from exc
+    if rate != SAMPLE_RATE:
+        _unload(lib)
+        raise RuntimeError(f"eSpeak NG failed to initialise with its data at {data} (returned {rate})")
+    try:
         lib.espeak_SetSynthCallback(_CALLBACK)
         # Initialisation seeds eSpeak's noise generator from the clock; the Klatt synthesiser draws its
         # noise from the C library's rand(). Seed both, for reproducible breath and frication noise.
@@ -200,15 +206,15 @@ def _set_voice(lib: ctypes.CDLL, settings: SpeechSettings) -> None:
         raise ValueError(f"unknown eSpeak NG voice {settings.voice!r} (language not found)")
     _check(code, f"selecting voice {settings.voice!r}")
     # Parameters after the voice: selecting a voice resets them.
-    for param, value, lo, hi in (
-        (_PARAM_RATE, settings.rate, 80, 450),
-        (_PARAM_VOLUME, 100, 0, 200),
-        (_PARAM_PITCH, settings.pitch, 0, 100),
-        (_PARAM_RANGE, settings.pitch_range, 0, 100),
+    for name, param, value, lo, hi in (
+        ("rate", _PARAM_RATE, settings.rate, 80, 450),
+        ("volume", _PARAM_VOLUME, 100, 0, 200),
+        ("pitch", _PARAM_PITCH, settings.pitch, 0, 100),
+        ("pitch_range", _PARAM_RANGE, settings.pitch_range, 0, 100),
     ):
         if not lo <= value <= hi:
-            raise ValueError(f"eSpeak NG parameter {param} = {value} is outside [{lo}, {hi}]")
-        _check(lib.espeak_SetParameter(param, int(value), 0), f"setting parameter {param} to {value}")
+            raise ValueError(f"eSpeak NG {name} = {value} is outside [{lo}, {hi}]")
+        _check(lib.espeak_SetParameter(param, int(value), 0), f"setting {name} to {value}")
 
 
 def synthesize(text: str, settings: SpeechSettings, seed: int = 0) -> np.ndarray:
@@ -217,7 +223,7 @@ def synthesize(text: str, settings: SpeechSettings, seed: int = 0) -> np.ndarray
     Args:
         text: what to say (UTF-8), e.g. one word.
         settings: voice, rate and pitch.
-        seed: seed of eSpeak's own noise generator (breathy voices use it).
+        seed: seed of the noise generators (breathy, whispering and Klatt voices draw from them).
 
     Returns:
         float32 waveform (L,) in [-1, 1] at `SAMPLE_RATE` Hz, including eSpeak's short leading and
@@ -256,7 +262,14 @@ def mel_to_hz(mel: Tensor) -> Tensor:
     return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
 
 
-def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None) -> Tensor:
+def mel_filterbank(
+    n_fft: int,
+    n_mels: int,
+    sample_rate: int,
+    f_min: float = 0.0,
+    f_max: float | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
     """Triangular mel filters on the HTK mel scale (peak 1, no area normalisation).
 
     Filter ``m`` rises linearly from mel point ``m`` to ``m + 1`` and falls to ``m + 2``, with
@@ -268,9 +281,10 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0
         sample_rate: sample rate in Hz.
         f_min: lowest edge in Hz.
         f_max: highest edge in Hz (default: Nyquist).
+        dtype: dtype of the result (computed in float64).
 
     Returns:
-        float32 (n_mels, n_fft // 2 + 1) weights: ``mel_power = fb @ power_spectrum``.
+        (n_mels, n_fft // 2 + 1) weights: ``mel_power = fb @ power_spectrum``.
     """
     f_max = sample_rate / 2 if f_max is None else f_max
     if not 0 <= f_min < f_max <= sample_rate / 2:
@@ -281,7 +295,7 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0
     left, centre, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     rising = (bins - left) / (centre - left)
     falling = (right - bins) / (right - centre)
-    return torch.clamp(torch.minimum(rising, falling), min=0.0).float()
+    return torch.clamp(torch.minimum(rising, falling), min=0.0).to(dtype)
 
 
 def log_mel(
@@ -296,8 +310,8 @@ def log_mel(
     """Log-mel spectrogram: Hann-windowed STFT, power spectrum, mel projection, ``log(x + 1e-6)``.
 
     Frames are centred (the signal is reflect-padded by ``n_fft // 2``), so ``T = 1 + L // hop``.
-    Computed in float64 and returned as float32, so the result does not depend on how many threads
-    the matrix product uses.
+    Computed in float64 and returned as float32, which in practice keeps reduction-order effects
+    (thread counts, BLAS kernels) out of the result.
 
     Args:
         wave: waveform (L,) or a batch (..., L).
@@ -310,19 +324,19 @@ def log_mel(
 
     Returns:
         float32 (n_mels, T), or (..., n_mels, T) for a batch, with ``T = 1 + L // hop``.
+
+    Raises:
+        ValueError: the signal is too short for the reflect padding (``L <= n_fft // 2``).
     """
+    if wave.shape[-1] <= n_fft // 2:
+        raise ValueError(f"signal of {wave.shape[-1]} samples is too short for n_fft={n_fft}")
     lead = wave.shape[:-1]
     flat = wave.reshape(-1, wave.shape[-1]).double()
     window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
     spec = torch.stft(flat, n_fft, hop_length=hop, window=window, center=True, pad_mode="reflect",
                       return_complex=True)  # fmt: skip
     power = spec.real.square() + spec.imag.square()  # (B, n_fft // 2 + 1, T)
-    fb = mel_filterbank(n_fft, n_mels, sample_rate, f_min, f_max).double()
+    fb = mel_filterbank(n_fft, n_mels, sample_rate, f_min, f_max, dtype=torch.float64)
     mel = torch.einsum("mf,bft->bmt", fb, power)
     out = torch.log(mel + 1e-6).float()
     return out.reshape(*lead, n_mels, out.shape[-1])
-
-
-def db_to_gain(db: float) -> float:
-    """Amplitude ratio of a level difference in dB."""
-    return math.pow(10.0, db / 20.0)

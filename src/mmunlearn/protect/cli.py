@@ -1,0 +1,174 @@
+"""``mmunlearn protect`` and ``mmunlearn victim``: parse, build a config, call one library function, print.
+
+`add_commands` adds both commands to the main parser's subparsers. Handlers return an exit code and
+raise `mmunlearn.errors.MMUnlearnError` subclasses on bad input (the main entry point prints them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import time
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
+
+import yaml
+
+from ..checkpoint import versions
+from ..data import SIZES
+from ..errors import ConfigError
+from ..results import MetricResult, RunRecord
+from ..textfmt import format_table
+from .base import PROTECTORS
+from .defences import DEFENCES
+from .pipeline import protect_builtin, victim_from_dir
+from .victim import VictimConfig
+
+_FRACTION = re.compile(r"^\s*-?\d+(\.\d+)?\s*/\s*\d+(\.\d+)?\s*$")
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: YAML (numbers, booleans, null, lists), plus ``1e-3`` and fractions such as ``8/255``."""
+    if _FRACTION.match(text):
+        num, den = (Fraction(p.strip()) for p in text.split("/"))
+        if den == 0:
+            raise ConfigError(f"division by zero in {text!r}")
+        return float(num / den)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot parse value {text!r}: {e}") from e
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        with contextlib.suppress(ValueError):
+            return float(value)
+    return value
+
+
+def parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` -> ``{key: value}``.
+
+    Raises:
+        ConfigError: an item without ``=`` or with an empty key.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        out[key.strip().replace("-", "_")] = parse_value(value)
+    return out
+
+
+def protect_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Protector config overrides from ``--epsilon``, ``--trigger-len``, ``--seed`` and ``--set``."""
+    out = parse_sets(args.set or [])
+    if args.epsilon is not None:
+        out["epsilon"] = parse_value(args.epsilon)
+    if args.trigger_len is not None:
+        out["trigger_len"] = args.trigger_len
+    if args.seed is not None:
+        out["seed"] = args.seed
+    return out
+
+
+# -- handlers -----------------------------------------------------------------------------------------
+def cmd_protect(args: argparse.Namespace) -> int:
+    """Protect a built-in dataset's training split and save it to ``--out``."""
+    t0 = time.perf_counter()
+    protected = protect_builtin(
+        args.dataset,
+        args.method,
+        args.out,
+        size=args.size,
+        data_seed=args.data_seed,
+        overrides=protect_overrides(args),
+        data_dir=args.data_dir,
+        progress=not args.quiet,
+    )
+    summary = {
+        "method": protected.method,
+        "dataset": args.dataset,
+        "size": args.size,
+        "data_seed": args.data_seed,
+        "pairs": len(protected),
+        "epsilon": protected.epsilon,
+        "trigger_len": protected.trigger_len,
+        "config": protected.config,
+        "seconds": protected.stats.get("seconds"),
+        "bytes": protected.nbytes,
+        "out": str(args.out),
+    }
+    if args.json:
+        print(json.dumps({**summary, "wall_seconds": time.perf_counter() - t0, "versions": versions()}))
+        return 0
+    eps = f"{protected.epsilon * 255:.0f}/255" if protected.epsilon else "-"
+    print(
+        f"protected {len(protected)} pairs of {args.dataset} ({args.size}) with {protected.method} "
+        f"(epsilon {eps}, trigger {protected.trigger_len} tokens) in {summary['seconds']:.1f} s -> {args.out}"
+    )
+    return 0
+
+
+def cmd_victim(args: argparse.Namespace) -> int:
+    """Train a victim on a saved protection and print its clean-test retrieval beside chance."""
+    config = VictimConfig(
+        seed=args.seed,
+        image_encoder=args.image_encoder,
+        defence=args.defence,
+        epochs=args.epochs,
+        progress=not args.quiet,
+    )
+    protected, result = victim_from_dir(args.protected, config, data_dir=args.data_dir)
+    record: RunRecord = result.record({"protected": str(args.protected), "source": protected.source.get("dataset")})
+    if args.json:
+        print(json.dumps(record.to_dict()))
+        return 0
+    print(
+        f"victim (seed {result.seed}, {config.image_encoder}, defence {config.defence}) trained on "
+        f"{protected.method}-protected {protected.source.get('dataset')} in {result.seconds:.1f} s; clean test:"
+    )
+    print(retrieval_table(result.metrics))
+    return 0
+
+
+def retrieval_table(metrics: Sequence[MetricResult]) -> str:
+    """Two rows (the victim and chance), one column per retrieval metric."""
+    names = [m.name for m in metrics]
+    return format_table(
+        ["", *names], [["victim", *(m.value for m in metrics)], ["chance", *(m.chance for m in metrics)]]
+    )
+
+
+# -- parser -------------------------------------------------------------------------------------------
+def add_commands(subparsers: Any) -> None:
+    """Add ``protect`` and ``victim`` to the main parser's subparsers (``parser.add_subparsers(...)``)."""
+    p = subparsers.add_parser("protect", help="make a built-in caption dataset unlearnable (noise + trigger)")
+    p.add_argument("--dataset", required=True, help="built-in caption dataset, e.g. shapes-captions")
+    p.add_argument("--size", choices=SIZES, default="small")
+    p.add_argument("--method", required=True, help=f"protector: {', '.join(PROTECTORS.names())}")
+    p.add_argument("--out", required=True, help="folder for the protection (noise, triggers, manifest)")
+    p.add_argument("--epsilon", default=None, help="L-inf noise budget in pixel units, e.g. 0.0314 or 8/255")
+    p.add_argument("--trigger-len", type=int, default=None, help="trigger tokens per caption")
+    p.add_argument("--seed", type=int, default=None, help="protector seed (surrogate, draws)")
+    p.add_argument("--data-seed", type=int, default=0, help="dataset generation seed")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any protector config field (repeatable)")
+    _common(p)
+    p.set_defaults(func=cmd_protect)
+
+    p = subparsers.add_parser("victim", help="train a victim on a protected dataset, evaluate on clean test pairs")
+    p.add_argument("--protected", required=True, help="folder written by `mmunlearn protect`")
+    p.add_argument("--defence", default="none", help=f"defence: {', '.join(DEFENCES.names())}")
+    p.add_argument("--seed", type=int, default=None, help="victim seed (default: the surrogate's seed + 1)")
+    p.add_argument("--image-encoder", default="cnn", help="victim image tower: cnn (the recipe's) or resnet")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the dataset recipe's)")
+    _common(p)
+    p.set_defaults(func=cmd_victim)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None, help="dataset cache root (default: $MMUNLEARN_DATA or the user cache)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or info logs")
+    p.add_argument("--json", action="store_true", help="print one machine-readable JSON record")

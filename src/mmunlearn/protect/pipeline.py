@@ -1,0 +1,93 @@
+"""The library calls behind ``mmunlearn protect`` and ``mmunlearn victim``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from ..data import DATASETS, load_dataset
+from ..data.store import DatasetSplits
+from ..errors import CheckpointError, ConfigError, DataError
+from .base import PROTECTORS
+from .protected import ProtectedDataset, dataset_source
+from .victim import VictimConfig, VictimResult, train_victim
+
+log = logging.getLogger(__name__)
+
+
+def protect_builtin(
+    dataset: str,
+    method: str,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    size: str = "small",
+    data_seed: int = 0,
+    overrides: dict[str, Any] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> ProtectedDataset:
+    """Protect the training split of a built-in caption dataset and (optionally) save it.
+
+    Args:
+        dataset: built-in dataset name (``shapes-captions``, ``emoji-captions``).
+        method: `PROTECTORS` name.
+        out_dir: folder to save the protection in (None: do not save).
+        size: ``"small"`` or ``"full"``.
+        data_seed: dataset generation seed.
+        overrides: protector config fields (unknown keys are a `ConfigError`).
+        data_dir: dataset cache root.
+        progress: progress bars.
+
+    Returns:
+        The protection, whose ``source`` names the dataset, size, seed and split it belongs to.
+
+    Raises:
+        ConfigError: an unknown method or config key, or an invalid config value.
+        DataError: an unknown dataset, or one the method cannot protect.
+    """
+    if method not in PROTECTORS:
+        raise ConfigError(f"unknown protector {method!r}; known protectors: {', '.join(PROTECTORS.names())}")
+    if dataset not in DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; built-in datasets: {', '.join(DATASETS.names())}")
+    protector = PROTECTORS.create(method, **{"progress": progress, **(overrides or {})})
+    splits = load_dataset(dataset, size, data_seed, data_dir, progress=progress)
+    protected = protector.protect(splits.train)
+    protected.source = dataset_source(splits.train, dataset=dataset, size=size, data_seed=data_seed, split="train")
+    if out_dir is not None:
+        protected.save(out_dir)
+        log.info("saved the %s protection of %s/%s to %s", method, dataset, size, out_dir)
+    return protected
+
+
+def splits_for(protected: ProtectedDataset, data_dir: str | os.PathLike[str] | None = None) -> DatasetSplits:
+    """Load the built-in dataset a protection was computed for (from its recorded source).
+
+    Raises:
+        CheckpointError: the protection does not record a built-in dataset.
+    """
+    src = protected.source
+    if not {"dataset", "size", "data_seed"} <= set(src):
+        raise CheckpointError(
+            f"the protection of {src.get('name')!r} records no built-in dataset (dataset, size, data_seed); "
+            "use mmunlearn.protect.victim.train_victim with the dataset itself"
+        )
+    return load_dataset(src["dataset"], src["size"], int(src["data_seed"]), data_dir)
+
+
+def victim_from_dir(
+    folder: str | os.PathLike[str],
+    config: VictimConfig | None = None,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> tuple[ProtectedDataset, VictimResult]:
+    """Load a saved protection, check it against its dataset, train and evaluate a victim.
+
+    Raises:
+        CheckpointError: a missing, corrupted or tampered-with protection.
+        DataError: the dataset in the cache is not the data the protection was made for.
+    """
+    protected = ProtectedDataset.load(Path(folder))
+    splits = splits_for(protected, data_dir)
+    return protected, train_victim(splits, protected, config)  # it checks the data before training

@@ -1,0 +1,44 @@
+"""``random_noise``: uniform random noise in the same L-inf budget (the "is it just noise?" control)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from ..data.core import MultimodalDataset
+from ..models import DualEncoder
+from .base import PROTECTORS, Generated, ProtectConfig, Protector
+from .protected import noise_units
+
+
+@dataclass(frozen=True)
+class RandomNoiseConfig(ProtectConfig):
+    """Random-noise settings.
+
+    Attributes:
+        epsilon: L-inf budget [8/255, same as MEM and EM].
+        seed: seeds the noise.
+        progress: unused (generation is instant).
+    """
+
+    epsilon: float = 8 / 255
+
+
+@PROTECTORS.register("random_noise")
+class RandomNoise(Protector):
+    """Per-pair noise drawn uniformly from the 1/255 grid within ±epsilon, clipped to the pixel range."""
+
+    name: ClassVar[str] = "random_noise"
+    paper: ClassVar[str] = "control used across the unlearnable-examples literature (e.g. Huang et al., ICLR 2021)"
+    changes: ClassVar[tuple[str, ...]] = ("image",)
+    Config: ClassVar[type[ProtectConfig]] = RandomNoiseConfig
+
+    def generate(self, dataset: MultimodalDataset, surrogate: DualEncoder | None) -> Generated:
+        """Draw the noise (a dedicated generator seeded by ``config.seed``)."""
+        units = noise_units(self.config.epsilon)  # type: ignore[attr-defined]
+        gen = torch.Generator().manual_seed(self.config.seed)
+        images = dataset.inputs["image"]
+        noise = torch.randint(-units, units + 1, images.shape, generator=gen).float() / 255
+        return Generated(((images + noise).clamp(0, 1) - images), None)
