@@ -20,6 +20,7 @@ def test_list_json(capsys):
     assert regs["datasets"] == ["av-digits", "emoji-captions", "shapes-captions"]
     assert regs["models"] == ["dual-encoder", "multimodal-classifier"]
     assert "ccu" in regs["unlearners"] and "retrain" in regs["unlearners"]
+    assert "mem" in regs["protectors"] and "clean" in regs["protectors"]
     assert all(keys == sorted(keys) for keys in regs.values())
     code, out, _ = run(capsys, "list")
     assert "datasets: av-digits, emoji-captions, shapes-captions" in out
