@@ -321,7 +321,9 @@ def _augment(ink: Tensor, soft: np.ndarray, jit: ImageJitter, rng: np.random.Gen
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def _split_images(plan: _Plan, glyphs: np.ndarray, hand: np.ndarray, jit: ImageJitter, rng) -> Tensor:
+def _split_images(
+    plan: _Plan, glyphs: np.ndarray, hand: np.ndarray, jit: ImageJitter, rng: np.random.Generator
+) -> Tensor:
     """The images of one split, uint8 (N, 1, 32, 32), built in chunks to bound memory."""
     out = []
     for lo in range(0, len(plan.labels), _CHUNK):
@@ -346,6 +348,7 @@ def _is_klatt(variant: str) -> bool:
 
 def _voice_pool(n: int, rng: np.random.Generator) -> tuple[list[str], list[str]]:
     """``n`` voices with distinct variants, each with a random English accent; and their families."""
+    # Plain names only: a voice name is also a group name, and one variant is called "Mr serious".
     variants = [v for v in audio.voice_variants() if re.fullmatch(r"[A-Za-z0-9]+", v)]
     pick = sorted(rng.choice(len(variants), size=min(n, len(variants)), replace=False))
     accents = rng.integers(0, len(ACCENTS), size=len(pick))
@@ -357,6 +360,8 @@ def _voice_pool(n: int, rng: np.random.Generator) -> tuple[list[str], list[str]]
 def _trim(wave: np.ndarray, rel: float = 0.02, margin: int = 220) -> np.ndarray:
     """Cut the silence around an utterance (keeping ``margin`` samples) and fit it in one clip."""
     loud = np.flatnonzero(np.abs(wave) > rel * np.abs(wave).max())
+    if len(loud) == 0:
+        raise RuntimeError("eSpeak NG returned a silent utterance")
     lo, hi = max(0, loud[0] - margin), min(len(wave), loud[-1] + margin)
     return wave[lo:hi][: CLIP_SAMPLES - 1].astype(np.float64)
 
@@ -409,7 +414,9 @@ def _mix(utterances: list[np.ndarray], mix: AudioMix, rng: np.random.Generator) 
     return out + noise * (level / 10.0 ** (snr / 20.0))[:, None]
 
 
-def _split_audio(plan: _Plan, bank: dict[tuple[str, int], list[np.ndarray]], mix: AudioMix, rng) -> Tensor:
+def _split_audio(
+    plan: _Plan, bank: dict[tuple[str, int], list[np.ndarray]], mix: AudioMix, rng: np.random.Generator
+) -> Tensor:
     """The log-mels of one split, float32 (N, N_MELS, N_FRAMES), built in chunks."""
     out = []
     for lo in range(0, len(plan.labels), _CHUNK):
@@ -430,7 +437,9 @@ def _handwritten_pool(labels: np.ndarray, rng: np.random.Generator) -> dict[int,
     return {d: [int(i) for i in rng.permutation(np.flatnonzero(labels == d))] for d in range(10)}
 
 
-def _plan_split(n: int, fonts: list[int], pool: dict[int, list[int]], voices: list[str], takes: int, rng) -> _Plan:
+def _plan_split(
+    n: int, fonts: list[int], pool: dict[int, list[int]], voices: list[str], takes: int, rng: np.random.Generator
+) -> _Plan:
     """Balanced labels; the first `HANDWRITTEN_FRACTION` of each class handwritten, the rest rendered."""
     per_class = n // 10
     n_hand = round(HANDWRITTEN_FRACTION * per_class)
@@ -529,6 +538,8 @@ class AVDigits(DatasetBuilder):
             "fonts": fonts,
             "voices": voices,
             "handwritten_fraction": HANDWRITTEN_FRACTION,
+            "handwritten_note": "scikit-learn's digits have no writer ids: handwritten images are in every "
+            "split (each source image once), not held out by identity",
             "image": {"size": IMAGE_SIZE, "polarity": "light digit on dark background",
                       "jitter": dataclasses.asdict(self.jitter)},
             "audio": {"sample_rate": audio.SAMPLE_RATE, "clip_samples": CLIP_SAMPLES, "n_fft": N_FFT,
