@@ -1,11 +1,11 @@
 """Training-loop throughput of the library against a plain PyTorch loop, and full dataset build times.
 
 Both loops train the same model (the av-digits recipe classifier) on the same data with the same
-optimizer and batch size; they alternate several times in one process and the script prints the
-median samples/s of each and their ratio (these machines are noisy, so only ratios from one run mean
-anything).
+optimizer and batch size; they run several times in one process, in a rotating order after one
+untimed warm-up, and the script prints the median samples/s of each and their ratio (these machines
+are noisy, so only ratios from one run mean anything).
 
-    python benchmarks/train_throughput.py [--size full] [--repeats 3] [--epochs 1] [--skip-builds]
+    python benchmarks/train_throughput.py [--size full] [--repeats 6] [--epochs 1] [--skip-builds]
 """
 
 from __future__ import annotations
@@ -44,16 +44,27 @@ def library_loop(model: torch.nn.Module, data, config: TrainConfig, out_dir: str
     return time.perf_counter() - t0
 
 
+def _with_tmpdir(fn):  # type: ignore[no-untyped-def]
+    with tempfile.TemporaryDirectory() as tmp:
+        return fn(tmp)
+
+
 def throughput(size: str, repeats: int, epochs: int) -> None:
     splits = load_dataset("av-digits", size, 0)
     config = recipe_for("av-digits").train.replace(epochs=epochs, progress=False)
     n = len(epoch_batches(len(splits.train), config.batch_size, 0, 0)) * config.batch_size * epochs
-    times: dict[str, list[float]] = {"plain": [], "library": [], "library+ckpt": []}
-    for _ in range(repeats):
-        times["plain"].append(plain_loop(new_model(splits, 0), splits.train, config))
-        times["library"].append(library_loop(new_model(splits, 0), splits.train, config, None))
-        with tempfile.TemporaryDirectory() as tmp:
-            times["library+ckpt"].append(library_loop(new_model(splits, 0), splits.train, config, tmp))
+    loops = {
+        "plain": lambda m: plain_loop(m, splits.train, config),
+        "library": lambda m: library_loop(m, splits.train, config, None),
+        "library+ckpt": lambda m: _with_tmpdir(lambda d: library_loop(m, splits.train, config, d)),
+    }
+    times: dict[str, list[float]] = {k: [] for k in loops}
+    names = list(loops)
+    loops["plain"](new_model(splits, 0))  # warm-up (allocator, kernels), not timed
+    for r in range(repeats):
+        # Rotate the order so that no loop always runs first (or last) under changing load.
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            times[name].append(loops[name](new_model(splits, 0)))
     rate = {k: n / statistics.median(v) for k, v in times.items()}
     print(f"av-digits {size}: {len(splits.train)} training samples, {epochs} epoch(s), median of {repeats} runs")
     print(f"{'loop':<14}{'samples/s':>12}{'ratio to plain':>16}")
@@ -73,7 +84,7 @@ def build_times(size: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", default="full", choices=["small", "full"])
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=6)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--skip-builds", action="store_true")
     args = p.parse_args()

@@ -19,8 +19,7 @@ from ..data.core import MultimodalDataset
 from ..evaluate import classifier_logits, eval_mode
 from ..models import MultimodalClassifier
 from ..results import MetricResult
-from ..train import epoch_batches, seeded
-from ..unlearn.base import present_only
+from ..train import epoch_batches
 from .functional import accuracy, linear_cka, loss_threshold_auc, svc_mia_efficacy, true_label_confidence
 
 # Headline metrics averaged by the gap to retrain (SalUn's Avg. Gap, extended to the cross-modal ones).
@@ -36,7 +35,11 @@ HEADLINE = (
 
 @dataclass(frozen=True)
 class RelearnConfig:
-    """Relearning attack: fine-tune on a small part of U's images, test on the rest of U's images.
+    """Relearning attack: fine-tune a copy on half of U's images, test on the other half of U's images.
+
+    The attack is deliberately gentle (a few small Adam steps on the forget-modality logits, normalisation
+    statistics frozen): a stronger one (20 steps at 1e-3 on 10% of U) wrecked every model, the original
+    and the retrained one included, so it measured nothing but the attack.
 
     Attributes:
         fraction: share of U used to relearn (at least 8 samples).
@@ -46,9 +49,9 @@ class RelearnConfig:
         seed: which part of U, and the batch order.
     """
 
-    fraction: float = 0.1
-    steps: int = 20
-    lr: float = 1e-3
+    fraction: float = 0.5
+    steps: int = 10
+    lr: float = 1e-4
     batch_size: int = 32
     seed: int = 0
 
@@ -136,7 +139,7 @@ def structure(
 
 
 def relearn(model: MultimodalClassifier, d: ScenarioAData, config: RelearnConfig = RelearnConfig()) -> MetricResult:
-    """Forget-modality accuracy on the rest of U after fine-tuning a copy on a small part of U's forgotten data.
+    """Forget-modality accuracy on the rest of U after fine-tuning a copy on part of U's forgotten data.
 
     A method that only hid the knowledge (rather than removing it) recovers quickly; compare with retrain.
     """
@@ -144,17 +147,16 @@ def relearn(model: MultimodalClassifier, d: ScenarioAData, config: RelearnConfig
     k = min(n - 1, max(8, round(config.fraction * n)))
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed))
     part, rest = d.unlearn.take(perm[:k]), d.unlearn.take(perm[k:])
-    attacker = copy.deepcopy(model).train()
+    attacker = copy.deepcopy(model).eval()  # eval: normalisation statistics stay those of the model
     opt = torch.optim.AdamW(attacker.parameters(), lr=config.lr)
     device = next(attacker.parameters()).device
-    with seeded(config.seed):
-        for step in range(config.steps):
-            idx = epoch_batches(len(part), config.batch_size, config.seed, step)[0]
-            batch = present_only({key: v.to(device) for key, v in part.batch(idx).items()}, [m])
-            loss = F.cross_entropy(attacker(batch), batch["label"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    for step in range(config.steps):
+        idx = epoch_batches(len(part), config.batch_size, config.seed, step)[0]
+        batch = {key: v.to(device) for key, v in part.batch(idx).items()}
+        loss = F.cross_entropy(attacker.modality_logits(batch, m), batch["label"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
     return MetricResult(f"relearn_acc_{m}", "unlearn", _acc(attacker, rest, m), None)
 
 
