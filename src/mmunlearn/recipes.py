@@ -35,7 +35,11 @@ class Recipe:
 # Chosen on the validation split (see README "Training recipes"): enough epochs that the classifier
 # memorises its training images (membership becomes visible), while fused accuracy stays high.
 RECIPES: dict[str, Recipe] = {
-    "av-digits": Recipe("multimodal-classifier", TrainConfig(epochs=15, batch_size=128, lr=2e-3), {"width": 8}),
+    "av-digits": Recipe(
+        "multimodal-classifier",
+        TrainConfig(epochs=15, batch_size=128, lr=2e-3),
+        {"width": 8, "unimodal_weight": 1.0},
+    ),
     "shapes-captions": Recipe(
         "dual-encoder", TrainConfig(epochs=12, batch_size=128, lr=3e-3), {"width": 16, "embed_dim": 64}
     ),

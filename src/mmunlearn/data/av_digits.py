@@ -92,9 +92,13 @@ class ImageJitter:
     shift_px: float = 3.0
     stroke_probs: tuple[float, float, float] = (0.2, 0.45, 0.35)  # thinner, as drawn, bolder
     background: tuple[float, float] = (0.0, 0.25)
-    contrast: tuple[float, float] = (0.4, 0.75)  # ink brightness minus background brightness
+    contrast: tuple[float, float] = (0.25, 0.75)  # ink brightness minus background brightness
     blur_sigma: tuple[float, float] = (0.0, 0.8)
-    cnr: tuple[float, float] = (1.5, 7.0)  # contrast-to-noise ratio: contrast / std of pixel noise
+    # contrast-to-noise ratio: contrast / std of pixel noise. Low enough that an image is not recognised
+    # from its digit alone every time: unseen images of the training fonts reach about 84% image-only
+    # accuracy while the training images are memorised (about 95%), so sample-level forgetting and
+    # membership are measurable (version 1, with (1.5, 7.0) and contrast from 0.4, gave 99.2% vs 99.95%).
+    cnr: tuple[float, float] = (0.6, 3.0)
 
 
 @dataclass(frozen=True)
@@ -488,7 +492,7 @@ class AVDigits(DatasetBuilder):
     name = "av-digits"
     modalities = ("image", "audio")
     num_classes = 10
-    version = 1
+    version = 2
     description = "digit images (handwritten + matplotlib fonts) paired with eSpeak NG spoken digits"
 
     def __init__(self, jitter: ImageJitter | None = None, mix: AudioMix | None = None) -> None:

@@ -126,9 +126,17 @@ class MultimodalClassifier(MultimodalModel):
 
         Unimodal terms are averaged over the samples in which that modality is present.
         """
+        return self.loss_from_features(batch, {m: self.embed(batch, m) for m in self.modalities})
+
+    def loss_from_features(self, batch: dict[str, Tensor], raw: dict[str, Tensor]) -> Tensor:
+        """`loss` on features already computed by `embed` (so a caller that needs them too runs the encoders once).
+
+        Args:
+            batch: the batch (labels, presence masks).
+            raw: modality -> (B, feat_dim) features from `embed`, presence masks not applied.
+        """
         y = batch["label"]
         masks = self._dropout_masks(batch)
-        raw = {m: self.embed(batch, m) for m in self.modalities}
         fused = self.logits_from_features({m: raw[m] * masks[m].to(raw[m].dtype).unsqueeze(1) for m in self.modalities})
         total = F.cross_entropy(fused, y)
         if self.config.unimodal_weight > 0:

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CCUConfig(UnlearnConfig):
-    """Defaults chosen on the validation split carved from av-digits training data (see docs/methods/ccu.md).
+    """Defaults chosen on the validation split, never on test: ``benchmarks/tune_ccu.py`` (see docs/methods/ccu.md).
 
     Attributes:
         lambda_a: weight of the inverse contrastive forgetting term (a).
@@ -45,8 +45,8 @@ class CCUConfig(UnlearnConfig):
         calibrate: gate (a) by quantile matching against the validation split's image-only losses.
     """
 
-    epochs: int = 5
-    lr: float = 5e-4
+    epochs: int = 2
+    lr: float = 3e-4
     lambda_a: float = 1.0
     lambda_b: float = 1.0
     lambda_c: float = 0.5
@@ -155,46 +155,59 @@ class CCU(Unlearner):
     def loss(self, model: MultimodalModel, unlearn_batch: Batch | None, retain_batch: Batch | None) -> Tensor:
         ctx, c = self.ctx, self.config
         assert ctx is not None and unlearn_batch is not None and retain_batch is not None
-        total = model.loss(retain_batch)
+        # Each encoder runs once per batch; every term below reuses these features.
+        fu = {m: model.embed(unlearn_batch, m) for m in model.modalities}  # type: ignore[operator]
+        fr = {m: model.embed(retain_batch, m) for m in model.modalities}  # type: ignore[operator]
+        total = model.loss_from_features(retain_batch, fr)  # type: ignore[operator]
         tau = c.temperature  # type: ignore[attr-defined]
         yu = unlearn_batch["label"]
         for m in sorted(ctx.modalities):
-            zu = F.normalize(model.embed(unlearn_batch, m), dim=1)  # type: ignore[operator]
+            zu = F.normalize(fu[m], dim=1)
             has = retain_batch[f"present_{m}"]
-            zr = F.normalize(model.embed(retain_batch, m), dim=1)[has]  # type: ignore[operator]
-            yr = retain_batch["label"][has]
+            zr, yr = F.normalize(fr[m], dim=1)[has], retain_batch["label"][has]
             if c.use_a and c.lambda_a > 0:  # type: ignore[attr-defined]
                 per = inverse_contrastive(zu, yu, zr.detach(), yr, tau)
-                total = total + c.lambda_a * (per * self._gate(model, unlearn_batch)).mean()  # type: ignore[attr-defined]
+                total = total + c.lambda_a * (per * self._gate(model, unlearn_batch, fu)).mean()  # type: ignore[attr-defined]
             if c.use_c and c.lambda_c > 0 and len(zr) > 1:  # type: ignore[attr-defined]
                 total = total + c.lambda_c * separation(zr, yr, zu.detach(), tau)  # type: ignore[attr-defined]
         if c.use_b and c.lambda_b > 0:  # type: ignore[attr-defined]
-            total = total + c.lambda_b * self._retention(model, unlearn_batch, retain_batch)  # type: ignore[attr-defined]
+            total = total + c.lambda_b * self._retention(model, unlearn_batch, retain_batch, fu, fr)  # type: ignore[attr-defined]
         return total
 
-    def _gate(self, model: MultimodalModel, unlearn_batch: Batch) -> Tensor:
+    def _gate(self, model: MultimodalModel, unlearn_batch: Batch, fu: dict[str, Tensor]) -> Tensor:
         """1 for samples whose forget-view loss is still below their matched validation loss, else 0."""
+        y = unlearn_batch["label"]
         if self._targets is None:
-            return torch.ones(len(unlearn_batch["label"]), device=unlearn_batch["label"].device)
+            return torch.ones(len(y), device=y.device)
+        ctx = self.ctx
+        assert ctx is not None
         with torch.no_grad():
-            now = F.cross_entropy(model(self.forget_view(unlearn_batch)), unlearn_batch["label"], reduction="none")
+            logits = model.logits_from_features({m: fu[m] for m in ctx.modalities})  # type: ignore[operator]
+            now = F.cross_entropy(logits, y, reduction="none")
         return (now < self._targets.to(now.device)[unlearn_batch["index"]]).float()
 
-    def _retention(self, model: MultimodalModel, unlearn_batch: Batch, retain_batch: Batch) -> Tensor:
+    def _retention(
+        self,
+        model: MultimodalModel,
+        unlearn_batch: Batch,
+        retain_batch: Batch,
+        fu: dict[str, Tensor],
+        fr: dict[str, Tensor],
+    ) -> Tensor:
         """Term (b): each kept branch keeps the original's predictions on U and R, and U's fused prediction
         follows the original's prediction from the kept modalities, so U is still recognised by its sound.
         For full deletion (nothing kept) every branch keeps its predictions on R only."""
         ctx = self.ctx
         assert ctx is not None and ctx.original is not None
-        orig = ctx.original
+        orig, logits = ctx.original, model.logits_from_features  # type: ignore[operator]
         total = unlearn_batch["label"].new_zeros((), dtype=torch.float)
         for m in self._kept or model.modalities:
             with torch.no_grad():
                 t_r = orig.modality_logits(retain_batch, m)  # type: ignore[operator]
-            total = total + kl_to(t_r, model.modality_logits(retain_batch, m))  # type: ignore[operator]
+            total = total + kl_to(t_r, logits({m: fr[m]}))
         if self._kept:
-            kept_view = present_only(unlearn_batch, self._kept)
             with torch.no_grad():
-                t_u = orig(kept_view)
-            total = total + kl_to(t_u, model(kept_view)) + kl_to(t_u, model(unlearn_batch))
+                t_u = orig(present_only(unlearn_batch, self._kept))
+            present = {m: fu[m] * unlearn_batch[f"present_{m}"].to(fu[m].dtype).unsqueeze(1) for m in model.modalities}
+            total = total + kl_to(t_u, logits({m: present[m] for m in self._kept})) + kl_to(t_u, logits(present))
         return total

@@ -57,12 +57,19 @@ class MultiDelete(Unlearner):
         return c.alpha * decouple + c.beta * multimodal + c.gamma * unimodal  # type: ignore[attr-defined, no-any-return]
 
     def _unpaired(self, unlearn_batch: Batch, retain_batch: Batch) -> Batch:
-        """U's batch with each forgotten modality replaced by that of a random retain sample."""
+        """U's batch with each forgotten modality replaced by that of a random retain sample that has it.
+
+        (The retain set of a visual-only request holds U's own samples with their images missing; those
+        are never drawn, so the target is never a sample with nothing in place of the forgotten input.)
+        """
         assert self.ctx is not None
         out = dict(unlearn_batch)
-        n, pool = len(unlearn_batch["label"]), len(retain_batch["label"])
+        n = len(unlearn_batch["label"])
         for m in sorted(self.ctx.modalities):
-            pick = torch.randint(0, pool, (n,), device=unlearn_batch["label"].device)
+            pool = retain_batch[f"present_{m}"].nonzero().squeeze(1)
+            if len(pool) == 0:
+                pool = torch.arange(len(retain_batch["label"]), device=pool.device)
+            pick = pool[torch.randint(0, len(pool), (n,), device=pool.device)]
             out[m] = retain_batch[m][pick]
             out[f"present_{m}"] = retain_batch[f"present_{m}"][pick]
         return out

@@ -43,8 +43,16 @@ def saliency_mask(model: MultimodalModel, forget: Batch, fraction: float) -> dic
     model.zero_grad(set_to_none=True)
     flat = torch.cat([g.flatten() for g in grads.values()])
     k = max(1, int(fraction * flat.numel()))
-    threshold = flat.kthvalue(flat.numel() - k + 1).values
-    return {n: g >= threshold for n, g in grads.items()}
+    # Exactly k weights by rank, as the authors' code does. A threshold test (g >= k-th value) would
+    # take every tie: in a visual-only request the audio branch's gradients are all exactly 0, so
+    # with more than half the weights there the threshold is 0 and the mask would cover everything.
+    chosen = torch.zeros(flat.numel(), dtype=torch.bool)
+    chosen[torch.topk(flat, k, sorted=False).indices] = True
+    out, start = {}, 0
+    for n, g in grads.items():
+        out[n] = chosen[start : start + g.numel()].view_as(g)
+        start += g.numel()
+    return out
 
 
 @UNLEARNERS.register("salun")
