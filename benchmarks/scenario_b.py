@@ -32,7 +32,7 @@ import torch
 from mmunlearn.data import load_dataset
 from mmunlearn.data.store import DatasetSplits
 from mmunlearn.protect import PROTECTORS, ProtectedDataset
-from mmunlearn.protect.cli import parse_value
+from mmunlearn.overrides import parse_value
 from mmunlearn.protect.defences import DEFENCES
 from mmunlearn.protect.victim import VictimConfig, VictimResult, train_victim
 from mmunlearn.textfmt import format_table

@@ -14,15 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .checkpoint import load_checkpoint, versions
 from .data import DATASETS, SIZES, SPLITS, build_dataset, load_dataset
-from .errors import CheckpointError, ConfigError, MMUnlearnError
+from .errors import CheckpointError, MMUnlearnError
 from .evaluate import evaluate
 from .forget import RequestSpec, forget, splits_of
 from .metrics.scenario_a import ScenarioAData, gap_to_retrain, scenario_a_metrics
 from .models import MODELS, DualEncoder
+from .overrides import parse_sets
 from .protect import PROTECTORS
 from .protect.cli import add_commands as add_protect_commands
 from .recipes import train_on_dataset
@@ -177,17 +176,6 @@ def comparison_table(columns: dict[str, list[MetricResult]]) -> str:
     values = {name: {(m.name, m.split): m.value for m in ms} for name, ms in columns.items()}
     rows = [[f"{n} / {s}", *(values[c].get((n, s)) for c in columns)] for n, s in keys]
     return format_table(["metric / split", *columns], rows)
-
-
-def parse_sets(items: Sequence[str]) -> dict[str, Any]:
-    """``key=value`` pairs, values parsed as YAML scalars (``lr=1e-3``, ``use_a=false``)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 def cmd_forget(args: argparse.Namespace) -> int:

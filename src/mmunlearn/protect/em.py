@@ -15,7 +15,7 @@ from ..data.core import MultimodalDataset
 from ..errors import ConfigError
 from ..models import DualEncoder
 from .base import PROTECTORS, Generated, ProtectConfig, Protector, vocab_size
-from .minmin import MinMinSettings, run_min_min
+from .minmin import run_min_min, settings_from
 
 
 @dataclass(frozen=True)
@@ -63,18 +63,6 @@ class EM(Protector):
 
     def generate(self, dataset: MultimodalDataset, surrogate: DualEncoder | None) -> Generated:
         """Run the min-min loop with noise only."""
-        c: EMConfig = self.config  # type: ignore[assignment]
-        settings = MinMinSettings(
-            epsilon=c.epsilon,
-            step=c.step,
-            pgd_steps=c.pgd_steps,
-            outer_iters=c.outer_iters,
-            surrogate_steps=c.surrogate_steps,
-            batch_size=c.batch_size,
-            lr=c.lr,
-            stop_accuracy=c.stop_accuracy,
-            seed=c.seed,
-            progress=c.progress,
-        )
+        settings = settings_from(self.config)
         state = run_min_min(dataset, surrogate, settings, vocab_size(dataset), desc=self.name)  # type: ignore[arg-type]
         return Generated(state.noise.float() / 255, None, {"history": state.history})  # type: ignore[union-attr]

@@ -16,7 +16,7 @@ from typing import ClassVar
 from ..data.core import MultimodalDataset
 from ..models import DualEncoder
 from .base import PROTECTORS, Generated, ProtectConfig, Protector, vocab_size
-from .minmin import MinMinSettings, run_min_min
+from .minmin import run_min_min, settings_from
 
 
 @dataclass(frozen=True)
@@ -68,21 +68,6 @@ class MEM(Protector):
 
     def generate(self, dataset: MultimodalDataset, surrogate: DualEncoder | None) -> Generated:
         """Run the min-min loop (see `mmunlearn.protect.minmin`)."""
-        c: MEMConfig = self.config  # type: ignore[assignment]
-        settings = MinMinSettings(
-            epsilon=c.epsilon,
-            step=c.step,
-            pgd_steps=c.pgd_steps,
-            outer_iters=c.outer_iters,
-            surrogate_steps=c.surrogate_steps,
-            trigger_len=c.trigger_len,
-            hotflip_candidates=c.hotflip_candidates,
-            trigger_iters=c.trigger_iters,
-            batch_size=c.batch_size,
-            lr=c.lr,
-            shuffle_captions=c.shuffle_captions,
-            seed=c.seed,
-            progress=c.progress,
-        )
+        settings = settings_from(self.config)
         state = run_min_min(dataset, surrogate, settings, vocab_size(dataset), desc=self.name)  # type: ignore[arg-type]
         return Generated(state.noise.float() / 255, state.triggers, {"history": state.history})  # type: ignore[union-attr]

@@ -17,6 +17,7 @@ across the batch; per-pair scoring gives each pair its own best token at the sam
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 from collections.abc import Iterator
@@ -73,6 +74,17 @@ class MinMinSettings:
     stop_accuracy: float | None = None
     seed: int = 0
     progress: bool = True
+
+
+def settings_from(config: object, **fixed: Any) -> MinMinSettings:
+    """The `MinMinSettings` of a protector config: every field the two share, plus ``fixed`` ones.
+
+    Args:
+        config: a protector's config dataclass.
+        fixed: settings the protector pins (e.g. ``epsilon=None`` for a trigger-only run).
+    """
+    shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(MinMinSettings) if hasattr(config, f.name)}
+    return MinMinSettings(**{**shared, **fixed})
 
 
 @dataclass

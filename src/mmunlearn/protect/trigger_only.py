@@ -12,7 +12,7 @@ from typing import ClassVar
 from ..data.core import MultimodalDataset
 from ..models import DualEncoder
 from .base import PROTECTORS, Generated, ProtectConfig, Protector, vocab_size
-from .minmin import MinMinSettings, run_min_min
+from .minmin import run_min_min, settings_from
 
 
 @dataclass(frozen=True)
@@ -52,18 +52,6 @@ class TriggerOnly(Protector):
 
     def generate(self, dataset: MultimodalDataset, surrogate: DualEncoder | None) -> Generated:
         """Run the min-min loop with triggers only."""
-        c: TriggerOnlyConfig = self.config  # type: ignore[assignment]
-        settings = MinMinSettings(
-            epsilon=None,
-            outer_iters=c.outer_iters,
-            surrogate_steps=c.surrogate_steps,
-            trigger_len=c.trigger_len,
-            hotflip_candidates=c.hotflip_candidates,
-            trigger_iters=c.trigger_iters,
-            batch_size=c.batch_size,
-            lr=c.lr,
-            seed=c.seed,
-            progress=c.progress,
-        )
+        settings = settings_from(self.config, epsilon=None)
         state = run_min_min(dataset, surrogate, settings, vocab_size(dataset), desc=self.name)  # type: ignore[arg-type]
         return Generated(None, state.triggers, {"history": state.history})
