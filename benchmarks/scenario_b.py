@@ -31,8 +31,8 @@ import torch
 
 from mmunlearn.data import load_dataset
 from mmunlearn.data.store import DatasetSplits
-from mmunlearn.protect import PROTECTORS, ProtectedDataset
 from mmunlearn.overrides import parse_value
+from mmunlearn.protect import PROTECTORS, ProtectedDataset
 from mmunlearn.protect.defences import DEFENCES
 from mmunlearn.protect.victim import VictimConfig, VictimResult, train_victim
 from mmunlearn.textfmt import format_table
@@ -137,7 +137,9 @@ def main() -> None:
     p.add_argument("--size", default="full", choices=["small", "full"])
     p.add_argument("--seeds", type=int, default=3, help="protector seeds 0..n-1 (victims use seed + 1)")
     p.add_argument("--datasets", nargs="+", default=["shapes-captions", "emoji-captions"])
-    p.add_argument("--methods", nargs="+", default=["clean", "random_noise", "random_trigger", "em", "trigger_only", "mem"])
+    p.add_argument(
+        "--methods", nargs="+", default=["clean", "random_noise", "random_trigger", "em", "trigger_only", "mem"]
+    )
     p.add_argument("--transfer-methods", nargs="*", default=None, help="default: every method")
     p.add_argument("--defence-methods", nargs="*", default=["clean", "mem"])
     p.add_argument("--defences", nargs="*", default=[d for d in DEFENCES.names() if d != "none"])

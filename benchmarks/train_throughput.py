@@ -63,7 +63,7 @@ def throughput(size: str, repeats: int, epochs: int) -> None:
     loops["plain"](new_model(splits, 0))  # warm-up (allocator, kernels), not timed
     for r in range(repeats):
         # Rotate the order so that no loop always runs first (or last) under changing load.
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             times[name].append(loops[name](new_model(splits, 0)))
     rate = {k: n / statistics.median(v) for k, v in times.items()}
     print(f"av-digits {size}: {len(splits.train)} training samples, {epochs} epoch(s), median of {repeats} runs")
