@@ -30,6 +30,7 @@ from .fileio import (
     atomic_write_bytes,
     atomic_write_json,
     canonical_json,
+    read_json_manifest,
     sha256_bytes,
     sha256_file,
     tensors_to_bytes,
@@ -120,14 +121,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         CheckpointError: missing folder or manifest, invalid JSON, wrong format, or a config hash mismatch.
     """
     path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise CheckpointError(f"{folder} is not a checkpoint: {MANIFEST} not found")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"unreadable checkpoint manifest {path}: {e}") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an {FORMAT} manifest")
+    manifest = read_json_manifest(path, FORMAT, "checkpoint")
     if sha256_bytes(canonical_json(manifest.get("config")).encode()) != manifest.get("config_sha256"):
         raise CheckpointError(f"the model config in {path} does not match its SHA-256: the manifest was edited")
     return manifest

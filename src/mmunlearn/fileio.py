@@ -12,6 +12,8 @@ from typing import Any
 from safetensors.torch import save as st_save
 from torch import Tensor
 
+from .errors import CheckpointError
+
 
 def sha256_bytes(data: bytes) -> str:
     """Hex SHA-256 of ``data``."""
@@ -58,3 +60,25 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def tensors_to_bytes(tensors: dict[str, Tensor]) -> bytes:
     """Serialise tensors with safetensors (contiguous copies, never pickle)."""
     return st_save({k: v.contiguous() for k, v in tensors.items()})
+
+
+def read_json_manifest(path: Path, fmt: str, what: str) -> dict[str, Any]:
+    """Read a JSON manifest and check its ``format`` field.
+
+    Args:
+        path: the manifest file.
+        fmt: the expected ``format`` value.
+        what: what the folder should hold, for the messages (``"checkpoint"``, ``"protected dataset"``).
+
+    Raises:
+        CheckpointError: a missing or unreadable file, or another format.
+    """
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent} is not a {what}: {path.name} not found")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"unreadable {what} manifest {path}: {e}") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+        raise CheckpointError(f"{path} is not an {fmt} manifest")
+    return manifest

@@ -30,7 +30,14 @@ from torch import Tensor
 
 from ..data.core import MultimodalDataset
 from ..errors import CheckpointError, DataError
-from ..fileio import atomic_write_bytes, atomic_write_json, canonical_json, sha256_bytes, tensors_to_bytes
+from ..fileio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    canonical_json,
+    read_json_manifest,
+    sha256_bytes,
+    tensors_to_bytes,
+)
 from ..train import data_fingerprint
 
 FORMAT = "mmunlearn-protected/1"
@@ -333,14 +340,7 @@ def read_protected_manifest(folder: str | Path) -> dict[str, Any]:
         CheckpointError: missing or unreadable manifest, another format, or an edited source identity.
     """
     path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise CheckpointError(f"{folder} is not a protected dataset: {MANIFEST} not found")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"unreadable manifest {path}: {e}") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an {FORMAT} manifest")
+    manifest = read_json_manifest(path, FORMAT, "protected dataset")
     if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("source"), dict):
         raise CheckpointError(f"{path} lists no files or no source dataset")
     if sha256_bytes(canonical_json(manifest["source"]).encode()) != manifest.get("source_sha256"):
