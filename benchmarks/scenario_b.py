@@ -34,10 +34,10 @@ from mmunlearn.data.store import DatasetSplits
 from mmunlearn.overrides import parse_value
 from mmunlearn.protect import PROTECTORS, ProtectedDataset
 from mmunlearn.protect.defences import DEFENCES
-from mmunlearn.protect.victim import VictimConfig, VictimResult, train_victim
+from mmunlearn.protect.victim import VICTIM_METRICS, VictimConfig, VictimResult, train_victim
 from mmunlearn.textfmt import format_table
 
-COLUMNS = ["i2t_r1", "t2i_r1", "i2t_r5", "t2i_r5", "i2t_r10", "t2i_r10", "mean_recall"]
+COLUMNS = list(VICTIM_METRICS)
 
 
 def peak_mb() -> float:

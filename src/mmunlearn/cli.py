@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .bench.cli import add_commands as add_bench_commands
 from .checkpoint import load_checkpoint, versions
 from .data import DATASETS, SIZES, SPLITS, build_dataset, load_dataset
 from .errors import CheckpointError, MMUnlearnError
@@ -292,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_forget)
 
     add_protect_commands(sub)
+    add_bench_commands(sub)
 
     p = sub.add_parser("demo", help="train on av-digits, forget 10%% of its images with CCU, retrain, compare")
     p.add_argument("--size", choices=SIZES, default="full")

@@ -32,6 +32,19 @@ HEADLINE = (
     ("mia_svc", "unlearn"),
 )
 
+# Every metric name `scenario_a_metrics` can produce for an image+audio classifier forgetting images
+# (the bench config checks its ``metrics:`` list against these; a test keeps the two in step).
+METRIC_NAMES = (
+    "acc_fused",
+    "acc_image",
+    "acc_audio",
+    "mia_svc",
+    "mia_svc_val",
+    "mia_loss_auc",
+    "retain_cka_image",
+    "relearn_acc_image",
+)
+
 
 @dataclass(frozen=True)
 class RelearnConfig:

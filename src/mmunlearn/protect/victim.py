@@ -29,6 +29,9 @@ from .protected import ProtectedDataset
 
 log = logging.getLogger(__name__)
 
+# The clean-test retrieval figures of every victim (names of `retrieval_recalls`).
+VICTIM_METRICS = ("i2t_r1", "t2i_r1", "i2t_r5", "t2i_r5", "i2t_r10", "t2i_r10", "mean_recall")
+
 
 @dataclass(frozen=True)
 class VictimConfig:

@@ -1,0 +1,22 @@
+"""Benchmark grids: configs, the resumable runner, the results store and the aggregation of records."""
+
+from .aggregate import Row, Table, aggregate
+from .config import BenchConfig, ProtectGrid, UnlearnGrid, load_config, parse_config
+from .runner import BenchOutcome, run_bench
+from .store import ResultStore, StoreLockedError, read_records
+
+__all__ = [
+    "BenchConfig",
+    "BenchOutcome",
+    "ProtectGrid",
+    "ResultStore",
+    "Row",
+    "StoreLockedError",
+    "Table",
+    "UnlearnGrid",
+    "aggregate",
+    "load_config",
+    "parse_config",
+    "read_records",
+    "run_bench",
+]

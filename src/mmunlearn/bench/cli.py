@@ -1,0 +1,89 @@
+"""``mmunlearn bench`` and ``mmunlearn report``: thin wrappers over `run_bench` and `write_report`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from ..textfmt import format_table
+from .aggregate import Table, aggregate
+from .config import load_config
+from .runner import run_bench
+from .store import ResultStore, read_records
+
+
+def command_line() -> str:
+    """The command as the user typed it (for the records and the report)."""
+    return shlex.join(["mmunlearn", *sys.argv[1:]])
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    root = Path(args.work or Path("runs/bench") / config.name)
+    store = ResultStore(args.store or root / "results.jsonl")
+    outcome = run_bench(
+        config, store, root, data_dir=args.data_dir, retry_failed=args.retry_failed, progress=not args.quiet,
+        command=command_line(),
+    )  # fmt: skip
+    summary = {"store": str(outcome.store), "ran": outcome.ran, "skipped": outcome.skipped, "failed": list(outcome.failed)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{outcome.ran} cells run, {outcome.skipped} already in {outcome.store}, {len(outcome.failed)} failed")
+        for key in outcome.failed:
+            print(f"  failed: {key} (its error is in the store; --retry-failed runs it again)")
+        for table in aggregate(read_records(outcome.store)):
+            print(f"\n{table.title}\n")
+            print(quick_table(table))
+    return 1 if outcome.failed else 0
+
+
+def quick_table(table: Table) -> str:
+    """Headline figures of a table for the terminal: means only (the report has the rest)."""
+    cols = table.columns[:6]
+    rows = []
+    for r in table.rows:
+        cells = [r.metrics[c].mean if c in r.metrics else None for c in cols]
+        rows.append([r.label, len(r.seeds), *cells, r.gap.mean if r.gap else None, r.seconds.mean])
+    return format_table(["row", "n", *(f"{n}/{s}" for n, s in cols), "gap", "seconds"], rows)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ..report import write_report  # matplotlib is imported only here
+
+    files = write_report(args.results, args.out, command=command_line(), readme=args.readme)
+    if args.json:
+        print(json.dumps({k: str(v) for k, v in files.items()}))
+    else:
+        for kind, path in files.items():
+            print(f"{kind:<9} {path}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``bench`` and ``report`` on the top-level parser."""
+    p = sub.add_parser("bench", help="run a grid of methods x datasets x seeds into a JSON-lines results store")
+    p.add_argument("config", help="bench YAML (see benchmarks/configs/)")
+    p.add_argument("--store", default=None, help="results file (default: runs/bench/<name>/results.jsonl)")
+    p.add_argument("--work", default=None, help="folder for shared models and protections (default: runs/bench/<name>)")
+    p.add_argument("--retry-failed", action="store_true", help="run the cells that failed before again")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--data-dir", default=None, help="dataset cache root (default: $MMUNLEARN_DATA or the user cache)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or info logs")
+    p.add_argument("--json", action="store_true", help="print a JSON summary instead of the tables")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="Markdown, CSV, PNG plots and one offline HTML page from a results store")
+    p.add_argument("results", help="a results store written by mmunlearn bench")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--readme", default=None, help="also rewrite the bench section of this Markdown file")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the written files as JSON")
+    p.set_defaults(func=cmd_report)

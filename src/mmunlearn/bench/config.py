@@ -1,0 +1,294 @@
+"""Bench configs: a YAML file of grids, parsed into frozen dataclasses and checked before any work starts.
+
+```yaml
+name: quick                    # names the default store: runs/bench/<name>/results.jsonl
+grids:
+  - scenario: unlearn          # scenario A: forget the images of a request in an audio-visual classifier
+    dataset: av-digits
+    size: small
+    seeds: [0, 1]
+    requests: [random]         # random (10% of the training samples) | identity (the images of two fonts)
+    methods: [ccu, finetune]   # retrain and the original are always run (once per dataset, seed, request)
+    variants: {"ccu -a": {method: ccu, use_a: false}}   # extra rows: a method with other settings
+    overrides: {finetune: {epochs: 1}}                   # config fields per method
+    train: {epochs: 5}         # the original's (and retrain's) recipe fields
+    metrics: [acc_fused, acc_image, mia_svc]             # kept in the records (default: all)
+  - scenario: protect          # scenario B: protect caption pairs, train victims on them
+    dataset: shapes-captions
+    size: small
+    seeds: [0]
+    protectors: [clean, random_noise, mem]
+    overrides: {mem: {outer_iters: 2}}
+    victims: [{}, {image_encoder: resnet}, {defence: jpeg10}]   # VictimConfig fields
+    victim_epochs: 4
+```
+
+Every name (scenario, dataset, method, protector, metric, config field) is checked against the
+registries; an unknown one is a `ConfigError` that lists the known ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..data import DATASETS
+from ..data.builder import SIZES
+from ..errors import ConfigError
+from ..metrics.scenario_a import METRIC_NAMES
+from ..protect import PROTECTORS
+from ..protect.victim import VICTIM_METRICS, VictimConfig
+from ..recipes import recipe_for
+from ..train import TrainConfig
+from ..unlearn import UNLEARNERS
+
+REQUESTS = ("random", "identity")
+
+
+@dataclass(frozen=True)
+class UnlearnGrid:
+    """Scenario A: every method x seed x request on one dataset, next to the original and retrain.
+
+    Attributes:
+        dataset: a built-in audio-visual dataset.
+        size: ``"small"`` or ``"full"``.
+        seeds: seeds of the original model, the request and every method.
+        requests: ``"random"`` (a seeded 10% of the training samples) and/or ``"identity"`` (two fonts).
+        methods: `UNLEARNERS` keys (``retrain`` is always run; listing it changes nothing).
+        variants: extra rows, label -> ``{"method": key, **config fields}`` (e.g. an ablation).
+        overrides: config fields per method key.
+        train: recipe fields of the original (and of retrain, which must train the same way).
+        metrics: metric names kept in the records (empty: every scenario-A metric).
+        fraction: share of the training samples in a random request.
+    """
+
+    dataset: str = "av-digits"
+    size: str = "small"
+    seeds: tuple[int, ...] = (0,)
+    requests: tuple[str, ...] = ("random",)
+    methods: tuple[str, ...] = ("ccu",)
+    variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    train: Mapping[str, Any] = field(default_factory=dict)
+    metrics: tuple[str, ...] = ()
+    fraction: float = 0.1
+
+    scenario = "unlearn"
+
+    def rows(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Row label -> (method key, config overrides), retrain first."""
+        rows = {"retrain": ("retrain", dict(self.overrides.get("retrain", {})))}
+        rows.update({m: (m, dict(self.overrides.get(m, {}))) for m in self.methods if m != "retrain"})
+        for label, spec in self.variants.items():
+            rest = {k: v for k, v in spec.items() if k != "method"}
+            rows[label] = (str(spec["method"]), {**self.overrides.get(str(spec["method"]), {}), **rest})
+        return rows
+
+
+@dataclass(frozen=True)
+class ProtectGrid:
+    """Scenario B: every protector x seed on one caption dataset, each protection met by every victim.
+
+    Attributes:
+        dataset: a built-in image-caption dataset.
+        size: ``"small"`` or ``"full"``.
+        seeds: protector seeds (each victim trains with seed + 1, never the surrogate's seed).
+        protectors: `PROTECTORS` keys (``clean`` is the reference; it is added when missing).
+        overrides: config fields per protector key.
+        victims: `VictimConfig` fields of each victim (``{}``: the recipe's cnn, no defence).
+        victim_epochs: victim training epochs (None: the dataset recipe's).
+        metrics: metric names kept in the records (empty: every retrieval metric).
+    """
+
+    dataset: str = "shapes-captions"
+    size: str = "small"
+    seeds: tuple[int, ...] = (0,)
+    protectors: tuple[str, ...] = ("clean",)
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    victims: tuple[Mapping[str, Any], ...] = ({},)
+    victim_epochs: int | None = None
+    metrics: tuple[str, ...] = ()
+
+    scenario = "protect"
+
+    def all_protectors(self) -> tuple[str, ...]:
+        """The protectors with ``clean`` first."""
+        return ("clean", *(p for p in self.protectors if p != "clean"))
+
+
+Grid = UnlearnGrid | ProtectGrid
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """A named list of grids.
+
+    Attributes:
+        name: names the default results store and work folder.
+        grids: the grids, run in order.
+        source: the YAML file it was read from (None when built in code).
+    """
+
+    name: str
+    grids: tuple[Grid, ...]
+    source: str | None = None
+
+
+# -- parsing -------------------------------------------------------------------------------------------
+def _check_keys(what: str, given: Mapping[str, Any], known: list[str]) -> None:
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {what}; known keys: {', '.join(sorted(known))}")
+
+
+def _check_names(what: str, given: tuple[str, ...] | list[str], known: list[str] | tuple[str, ...]) -> None:
+    unknown = [g for g in given if g not in known]
+    if unknown:
+        raise ConfigError(f"unknown {what} {unknown}; known {what}: {', '.join(known)}")
+
+
+def _tuple(value: Any, what: str, kind: type) -> tuple[Any, ...]:
+    items = value if isinstance(value, list | tuple) else [value]
+    bad = [v for v in items if not isinstance(v, kind) or isinstance(v, bool)]
+    if bad or not items:
+        raise ConfigError(f"{what} must be a non-empty list of {kind.__name__}s, got {value!r}")
+    return tuple(items)
+
+
+def _mapping(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{what} must be a mapping, got {value!r}")
+    return {str(k): v for k, v in value.items()}
+
+
+def _dataset(name: Any, needs: str, scenario: str) -> str:
+    _check_names("datasets", [str(name)], DATASETS.names())
+    if needs not in DATASETS.get(str(name)).modalities:
+        usable = [d for d in DATASETS.names() if needs in DATASETS.get(d).modalities]
+        raise ConfigError(f"dataset {name!r} has no {needs} modality, so scenario {scenario!r} cannot use it; use {usable}")
+    return str(name)
+
+
+def _size(value: Any) -> str:
+    if value not in SIZES:
+        raise ConfigError(f"size must be one of {list(SIZES)}, got {value!r}")
+    return str(value)
+
+
+def _check_method_config(key: str, fields: Mapping[str, Any], where: str) -> None:
+    """Build the method's config now, so that a bad field fails before hours of work."""
+    try:
+        UNLEARNERS.create(key, **fields)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from e
+
+
+def _unlearn_grid(raw: dict[str, Any]) -> UnlearnGrid:
+    known = [f.name for f in dataclasses.fields(UnlearnGrid)]
+    _check_keys("an unlearn grid", raw, [*known, "scenario"])
+    dataset = _dataset(raw.get("dataset", "av-digits"), "audio", "unlearn")
+    methods = _tuple(raw.get("methods", ["ccu"]), "methods", str)
+    _check_names("methods", methods, UNLEARNERS.names())
+    requests = _tuple(raw.get("requests", ["random"]), "requests", str)
+    _check_names("requests", requests, REQUESTS)
+    metrics = _tuple(raw["metrics"], "metrics", str) if "metrics" in raw else ()
+    _check_names("metrics", metrics, METRIC_NAMES)
+    overrides = {k: _mapping(v, f"overrides.{k}") for k, v in _mapping(raw.get("overrides"), "overrides").items()}
+    _check_names("methods", list(overrides), UNLEARNERS.names())
+    variants = {k: _mapping(v, f"variants.{k}") for k, v in _mapping(raw.get("variants"), "variants").items()}
+    for label, spec in variants.items():
+        if "method" not in spec:
+            raise ConfigError(f"variant {label!r} needs a 'method' key (one of {', '.join(UNLEARNERS.names())})")
+        _check_names("methods", [str(spec["method"])], UNLEARNERS.names())
+    train = _mapping(raw.get("train"), "train")
+    _check_keys("train", train, [f.name for f in dataclasses.fields(TrainConfig)])
+    fraction = float(raw.get("fraction", 0.1))
+    if not 0 < fraction < 1:
+        raise ConfigError(f"fraction must be in (0, 1), got {fraction}")
+    grid = UnlearnGrid(
+        dataset, _size(raw.get("size", "small")), _tuple(raw.get("seeds", [0]), "seeds", int), requests, methods,
+        variants, overrides, train, metrics, fraction,
+    )  # fmt: skip
+    recipe_for(dataset).train.replace(**train)
+    for label, (key, fields) in grid.rows().items():
+        _check_method_config(key, fields, f"row {label!r}")
+    return grid
+
+
+def _protect_grid(raw: dict[str, Any]) -> ProtectGrid:
+    known = [f.name for f in dataclasses.fields(ProtectGrid)]
+    _check_keys("a protect grid", raw, [*known, "scenario"])
+    dataset = _dataset(raw.get("dataset", "shapes-captions"), "text", "protect")
+    protectors = _tuple(raw.get("protectors", ["clean"]), "protectors", str)
+    _check_names("protectors", protectors, PROTECTORS.names())
+    metrics = _tuple(raw["metrics"], "metrics", str) if "metrics" in raw else ()
+    _check_names("metrics", metrics, VICTIM_METRICS)
+    overrides = {k: _mapping(v, f"overrides.{k}") for k, v in _mapping(raw.get("overrides"), "overrides").items()}
+    _check_names("protectors", list(overrides), PROTECTORS.names())
+    for key, fields in overrides.items():
+        PROTECTORS.create(key, **fields)
+    victims = tuple(_mapping(v, "a victim") for v in raw.get("victims", [{}]) or [{}])
+    for v in victims:
+        _check_keys("a victim", v, ["image_encoder", "defence"])
+        VictimConfig(**v)
+    epochs = raw.get("victim_epochs")
+    if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
+        raise ConfigError(f"victim_epochs must be a positive integer or null, got {epochs!r}")
+    return ProtectGrid(
+        dataset, _size(raw.get("size", "small")), _tuple(raw.get("seeds", [0]), "seeds", int), protectors,
+        overrides, victims, epochs, metrics,
+    )  # fmt: skip
+
+
+SCENARIOS = {"unlearn": _unlearn_grid, "protect": _protect_grid}
+
+
+def parse_config(raw: Any, source: str | None = None) -> BenchConfig:
+    """A `BenchConfig` from the parsed YAML document.
+
+    Raises:
+        ConfigError: anything unknown or ill-typed, naming the key and the known values.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"a bench config is a mapping with 'name' and 'grids', got {type(raw).__name__}")
+    _check_keys("the bench config", raw, ["name", "grids"])
+    name = raw.get("name")
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ConfigError(f"'name' must be a non-empty string without '/', got {name!r}")
+    grids = raw.get("grids")
+    if not isinstance(grids, list) or not grids:
+        raise ConfigError("'grids' must be a non-empty list of grids")
+    parsed = []
+    for i, g in enumerate(grids):
+        g = _mapping(g, f"grid {i}")
+        scenario = g.get("scenario")
+        if scenario not in SCENARIOS:
+            raise ConfigError(f"grid {i}: unknown scenario {scenario!r}; known scenarios: {', '.join(SCENARIOS)}")
+        parsed.append(SCENARIOS[scenario](g))
+    return BenchConfig(name, tuple(parsed), source)
+
+
+def load_config(path: str | os.PathLike[str]) -> BenchConfig:
+    """Read and check a bench YAML file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ConfigError: malformed YAML (with the line and column) or an invalid config.
+    """
+    text = Path(path).read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"malformed YAML in {path}{where}: {problem}") from e
+    return parse_config(raw, str(path))

@@ -1,0 +1,59 @@
+"""Scenario B cells: one victim trained on one protection; each protection computed once (cached)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..fileio import canonical_json, sha256_bytes
+from ..protect import PROTECTORS, ProtectedDataset
+from ..protect.protected import dataset_source
+from ..protect.victim import VictimConfig, train_victim
+from ..results import RunRecord
+from .cells import Cell, keep
+from .config import ProtectGrid
+
+
+@dataclass
+class ProtectCells:
+    """Runs scenario-B cells; each (dataset, size, protector, seed, settings) is protected once, on disk."""
+
+    work: Path
+    data: Any  # a callable (dataset, size) -> DatasetSplits, shared with the other scenario
+    protections: dict[str, ProtectedDataset] = field(default_factory=dict)
+
+    def protection(self, grid: ProtectGrid, protector: str, seed: int) -> ProtectedDataset:
+        """The protection of the grid's training split (computed, saved, or loaded from ``work``)."""
+        fields = dict(grid.overrides.get(protector, {}))
+        tag = sha256_bytes(canonical_json(fields).encode())[:8]
+        folder = self.work / "protections" / f"{grid.dataset}-{grid.size}-{protector}-seed{seed}-{tag}"
+        if folder.name not in self.protections:
+            if (folder / "manifest.json").is_file():
+                protected = ProtectedDataset.load(folder)
+            else:
+                splits = self.data(grid.dataset, grid.size)
+                protected = PROTECTORS.create(protector, **{**fields, "seed": seed, "progress": False}).protect(
+                    splits.train
+                )
+                protected.source = dataset_source(
+                    splits.train, dataset=grid.dataset, size=grid.size, data_seed=0, split="train"
+                )
+                protected.save(folder)
+            self.protections[folder.name] = protected
+        return self.protections[folder.name]
+
+    def run(self, cell: Cell) -> RunRecord:
+        """One victim: trained from scratch (seed + 1) on the protected pairs, scored on clean test pairs."""
+        grid = cell.grid
+        assert isinstance(grid, ProtectGrid)
+        splits = self.data(grid.dataset, grid.size)
+        protected = self.protection(grid, cell.label, cell.seed)
+        config = VictimConfig(seed=cell.seed + 1, epochs=grid.victim_epochs, progress=False, **cell.victim)
+        result = train_victim(splits, protected, config)
+        record = result.record({"protector": dict(grid.overrides.get(cell.label, {}))})
+        extras = {"protect_seconds": float(protected.stats.get("seconds", 0.0)), "victim": cell.setting}
+        return dataclasses.replace(
+            record, scenario="protect", seed=cell.seed, metrics=keep(record.metrics, grid.metrics), extras=extras
+        )

@@ -1,0 +1,118 @@
+"""Scenario A cells: the original, retrain and every method on one request, with the scenario-A metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import load_checkpoint, read_manifest, versions
+from ..data import DatasetSplits, ForgetRequest
+from ..data.core import MultimodalDataset
+from ..evaluate import eval_mode
+from ..fileio import atomic_write_json, canonical_json, sha256_bytes
+from ..metrics.scenario_a import ScenarioAData, scenario_a_metrics
+from ..models import MultimodalClassifier
+from ..recipes import recipe_for, train_on_dataset
+from ..results import RunRecord
+from ..unlearn import UNLEARNERS
+from .cells import Cell, keep
+from .config import UnlearnGrid
+
+RETRAIN_FIELDS = ("epochs", "lr", "batch_size", "weight_decay", "warmup_epochs")
+
+
+def request_for(kind: str, splits: DatasetSplits, seed: int, fraction: float = 0.1) -> ForgetRequest:
+    """The visual-only request of a bench: a seeded random ``fraction``, or the images of two fonts.
+
+    The two fonts are chosen by the seed among the printed fonts (the handwritten digits are one
+    group too large to be an identity).
+    """
+    if kind == "random":
+        return ForgetRequest.random_fraction(splits.train, fraction, seed)
+    fonts = sorted(set(splits.train.groups["image_identity"]) - {"handwritten-sklearn"})
+    start = seed % len(fonts)
+    return ForgetRequest.identities(splits.train, fonts[start : start + 2])
+
+
+def retrain_config(dataset: str, train: Mapping[str, Any]) -> dict[str, Any]:
+    """Retrain's schedule: the original's recipe (with the same overrides), so it trains the same way."""
+    recipe = recipe_for(dataset).train.replace(**train)
+    return {k: getattr(recipe, k) for k in RETRAIN_FIELDS}
+
+
+def feature_projection(model: MultimodalClassifier, data: MultimodalDataset, limit: int = 300) -> dict[str, list[Any]]:
+    """A 2-D PCA of the first ``limit`` image features of ``data`` (for the report's scatter plot).
+
+    Returns:
+        ``{"x": [...], "y": [...], "label": [...]}``, coordinates rounded to 4 decimals.
+    """
+    idx = torch.arange(min(limit, len(data)))
+    batch = data.batch(idx)
+    with eval_mode(model), torch.no_grad():
+        feats = model.embed(batch, "image").double()
+    centred = feats - feats.mean(0)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    xy = centred @ v[:2].T
+    xy = xy * torch.sign(xy[xy.abs().argmax(0), torch.arange(2)])  # a fixed sign: same data, same picture
+    labels = batch["label"].tolist() if "label" in batch else [0] * len(idx)
+    return {"x": [round(float(a), 4) for a in xy[:, 0]], "y": [round(float(b), 4) for b in xy[:, 1]], "label": labels}
+
+
+@dataclass
+class UnlearnCells:
+    """Runs scenario-A cells; trains each original once (cached on disk under ``work``)."""
+
+    work: Path
+    data: Any  # a callable (dataset, size) -> DatasetSplits, shared with the other scenario
+    originals: dict[str, tuple[MultimodalClassifier, float]] = field(default_factory=dict)
+
+    def original(self, grid: UnlearnGrid, seed: int) -> tuple[MultimodalClassifier, float]:
+        """The original model of (dataset, size, seed, recipe overrides) and its training seconds."""
+        tag = sha256_bytes(canonical_json(dict(grid.train)).encode())[:8]
+        folder = self.work / "models" / f"{grid.dataset}-{grid.size}-seed{seed}-{tag}"
+        if folder.name not in self.originals:
+            timing = folder / "bench-timing.json"
+            if not timing.is_file() or not read_manifest(folder).get("metrics"):
+                result, _ = train_on_dataset(
+                    grid.dataset, folder, size=grid.size, seed=seed, overrides=dict(grid.train), progress=False
+                )
+                atomic_write_json(timing, {"seconds": result.seconds, "resumed_from": result.resumed_from})
+            model = load_checkpoint(folder).model  # always from disk: a resumed bench sees the same weights
+            if not isinstance(model, MultimodalClassifier):
+                raise TypeError(f"{folder} does not hold a classifier")
+            self.originals[folder.name] = (model, float(json.loads(timing.read_text())["seconds"]))
+        return self.originals[folder.name]
+
+    def run(self, cell: Cell) -> RunRecord:
+        """One cell: the original's figures, or one method's unlearning of the cell's request."""
+        grid = cell.grid
+        assert isinstance(grid, UnlearnGrid) and cell.request is not None
+        splits = self.data(grid.dataset, grid.size)
+        model, train_seconds = self.original(grid, cell.seed)
+        req = request_for(cell.request, splits, cell.seed, grid.fraction)
+        train = splits.train
+        data = ScenarioAData(req.unlearn_set(train), req.retain_set(train), splits.test, splits.val)
+        if cell.label == "original":
+            method, config, new, seconds = "original", dict(grid.train), model, train_seconds
+        else:
+            method, fields = grid.rows()[cell.label]
+            config = {"seed": cell.seed, "progress": False, **fields}
+            if method == "retrain":
+                config = {**retrain_config(grid.dataset, grid.train), **config}
+            t0 = time.perf_counter()
+            new = UNLEARNERS.create(method, **config).unlearn(
+                model, data.unlearn, req.gold_standard_set(train), original=model,
+                modalities=req.modalities, validation=splits.val,
+            )  # fmt: skip
+            seconds = time.perf_counter() - t0
+        metrics = keep(scenario_a_metrics(new, model, data), grid.metrics)
+        extras = {"request_size": len(data.unlearn), "projection": feature_projection(new, data.unlearn)}
+        config.pop("progress", None)
+        return RunRecord("unlearn", method, config, cell.seed, metrics, seconds, versions(), extras)
+

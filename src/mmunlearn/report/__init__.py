@@ -1,0 +1,188 @@
+"""Reports from a results store: Markdown and CSV tables, PNG plots, one offline HTML page, a README section.
+
+Reports read only `RunRecord`s (through `mmunlearn.bench.read_records`); nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..bench.aggregate import Table, aggregate
+from ..bench.store import read_records
+from ..errors import ConfigError
+from ..fileio import atomic_write_bytes, sha256_file
+from ..results import RunRecord
+from . import plots
+from .html import Section, page
+from .tables import csv_text, headline_columns, markdown_ranks, markdown_table, rank_rows, table_rows
+
+README_BEGIN = "<!-- mmunlearn-report:begin -->"
+README_END = "<!-- mmunlearn-report:end -->"
+TITLE = "mmunlearn benchmark report"
+
+
+def environment(records: Sequence[RunRecord], store: Path, command: str | None) -> list[tuple[str, str]]:
+    """What made the numbers: software versions, machines, seeds, bench commands, the store and this command."""
+    versions: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        for k, v in r.versions.items():
+            versions[k].add(str(v))
+    machines = sorted({
+        f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('torch_threads')} torch threads, {m.get('platform')}"
+        for r in records if isinstance(m := r.extras.get("machine"), dict)
+    })  # fmt: skip
+    commands = sorted({str(r.extras["command"]) for r in records if r.extras.get("command")})
+    return [
+        ("software", "; ".join(f"{k} {', '.join(sorted(v))}" for k, v in sorted(versions.items()))),
+        ("machine", " | ".join(machines) or "not recorded"),
+        ("seeds", ", ".join(str(s) for s in sorted({r.seed for r in records}))),
+        ("records", f"{len(records)} in {store} (sha256 {sha256_file(store)[:16]}…)"),
+        ("bench command", " | ".join(commands) or "not recorded"),
+        ("report command", command or "not recorded"),
+        ("generated", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
+    ]
+
+
+def figures(table: Table, records: Sequence[RunRecord]) -> list[tuple[str, bytes]]:
+    """The figures of one scenario-A table: metric bars, cost vs gap, feature projections (first seed)."""
+    out = [("headline metrics", plots.metric_bars(table, headline_columns(table)))]
+    if table.row("retrain") is not None and any(r.gap for r in table.rows):
+        out.append(("cost vs gap to retrain", plots.time_vs_gap(table)))
+    mine = [
+        r for r in records
+        if r.scenario == "unlearn" and r.extras.get("setting") == table.setting and r.extras.get("dataset") == table.dataset
+        and r.extras.get("size") == table.size and "projection" in r.extras
+    ]  # fmt: skip
+    if mine:
+        seed = min(r.seed for r in mine)
+        title = f"unlearn-set image features (2-D PCA), seed {seed}: original, retrain, each method"
+        out.append(("feature projection", plots.projections([r for r in mine if r.seed == seed], title)))
+    return out
+
+
+def _table_section(table: Table, records: Sequence[RunRecord]) -> Section:
+    s = Section(table.title)
+    reference = "retrain" if table.scenario == "unlearn" else "clean"
+    s.table(*table_rows(table, table.columns), reference=reference)
+    if table.ranks:
+        s.heading("ranks (1 = best; forget metrics by closeness to retrain; protections by lowest victim recall)")
+        s.table(*rank_rows(table))
+    if table.scenario == "unlearn":
+        for alt, png in figures(table, records):
+            s.image(png, f"{alt}: {table.title}")
+    for cell, error in table.failed:
+        s.parts.append(f'<p class="failed">failed cell {cell}: {error}</p>')
+    return s
+
+
+def _defence_sections(tables: Sequence[Table]) -> list[Section]:
+    by_data: dict[tuple[str, str], list[Table]] = defaultdict(list)
+    for t in tables:
+        if t.scenario == "protect":
+            by_data[t.dataset, t.size].append(t)
+    sections = []
+    for (dataset, size), group in by_data.items():
+        s = Section(f"protect · {dataset} ({size}) · victim recall against victims and defences")
+        s.image(plots.recall_vs_defence(group), f"recall vs defence on {dataset}")
+        sections.append(s)
+    return sections
+
+
+def markdown_report(tables: Sequence[Table], env: Sequence[tuple[str, str]]) -> str:
+    """Every table (all columns) and its ranks, after the environment."""
+    lines = [f"# {TITLE}", "", *(f"- **{k}**: {v}" for k, v in env), ""]
+    for t in tables:
+        lines += [f"## {t.title}", "", markdown_table(t), ""]
+        if t.ranks:
+            lines += ["Ranks (1 = best):", "", markdown_ranks(t), ""]
+        lines += [f"Failed cell `{cell}`: {err}" for cell, err in t.failed]
+    return "\n".join(lines) + "\n"
+
+
+def readme_section(tables: Sequence[Table], command: str | None, report_dir: str) -> str:
+    """The README's generated block: headline columns of every table, and where the full report is."""
+    lines = [
+        README_BEGIN,
+        f"<!-- generated by `{command}`; do not edit by hand -->",
+        "",
+        f"Generated from the results store by `{command}`; every column, the ranks and the plots are in "
+        f"`{report_dir}/report.md` and `{report_dir}/index.html`.",
+        "",
+    ]
+    for t in tables:
+        lines += [f"**{t.title}**", "", markdown_table(t, headline_columns(t)), ""]
+    lines.append(README_END)
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, block: str) -> None:
+    """Replace the text between the report markers of ``readme`` with ``block``.
+
+    Raises:
+        ConfigError: the markers are missing.
+    """
+    text = readme.read_text()
+    pattern = re.compile(re.escape(README_BEGIN) + r".*?" + re.escape(README_END), re.S)
+    if not pattern.search(text):
+        raise ConfigError(f"{readme} has no '{README_BEGIN}' ... '{README_END}' block to replace; add the two lines")
+    atomic_write_bytes(readme, pattern.sub(lambda _: block, text).encode())
+
+
+def write_report(
+    results: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    command: str | None = None,
+    readme: str | os.PathLike[str] | None = None,
+) -> dict[str, Path]:
+    """Write ``report.md``, ``summary.csv``, one PNG per figure and ``index.html`` into ``out_dir``.
+
+    Args:
+        results: a results store written by ``mmunlearn bench``.
+        out_dir: the report folder (created).
+        command: the command that made the report (printed in it).
+        readme: a Markdown file whose report block is rewritten with the headline tables.
+
+    Returns:
+        Kind -> written path (``markdown``, ``csv``, ``html``, ``figures`` folder, ``readme``).
+
+    Raises:
+        FileNotFoundError: no results store at ``results``.
+        ConfigError: a store without any bench record, or a README without the report markers.
+    """
+    store = Path(results)
+    if not store.is_file():
+        raise FileNotFoundError(f"no results store at {store}; run `mmunlearn bench CONFIG.yaml` first")
+    records = [r for r in read_records(store, repair=False) if "cell" in r.extras]
+    if not records:
+        raise ConfigError(f"{store} holds no bench records")
+    out = Path(out_dir)
+    tables = aggregate(records)
+    env = environment(records, store, command)
+    files = {"markdown": out / "report.md", "csv": out / "summary.csv", "html": out / "index.html"}
+    atomic_write_bytes(files["markdown"], markdown_report(tables, env).encode())
+    atomic_write_bytes(files["csv"], csv_text(tables).encode())
+    sections = [Section("environment")]
+    sections[0].table(["what", "value"], env, css="kv")
+    sections += [_table_section(t, records) for t in tables]
+    sections += _defence_sections(tables)
+    _save_figures(sections, out / "figures")
+    atomic_write_bytes(files["html"], page(TITLE, sections).encode())
+    files["figures"] = out / "figures"
+    if readme is not None:
+        update_readme(Path(readme), readme_section(tables, command, str(out)))
+        files["readme"] = Path(readme)
+    return files
+
+
+def _save_figures(sections: Sequence[Section], folder: Path) -> None:
+    """Each figure of the page also as a PNG file, numbered in page order."""
+    images = [img for s in sections for img in s.images]
+    for n, (alt, png) in enumerate(images, 1):
+        slug = re.sub(r"[^a-z0-9]+", "-", alt.lower()).strip("-")[:80]
+        atomic_write_bytes(folder / f"{n:02d}-{slug}.png", png)
