@@ -23,8 +23,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
+# The quick grid of both scenarios (a few minutes), then its report (open runs/bench/quick/report/index.html).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/mmunlearn bench benchmarks/configs/quick.yaml
+	$(BIN)/mmunlearn report runs/bench/quick/results.jsonl --out runs/bench/quick/report
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

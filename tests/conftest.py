@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mmunlearn.data.core import MultimodalDataset
+from bench_tiny import run_tiny
 from toy import make_av
 
 # Unit-test models are tiny: one thread is faster than two and immune to a busy machine.
@@ -23,4 +24,16 @@ def tiny_av() -> MultimodalDataset:
 @pytest.fixture(autouse=True)
 def _isolated_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test builds datasets under one session-wide temporary cache, never the user's."""
-    monkeypatch.setenv("MMUNLEARN_DATA", str(tmp_path_factory.getbasetemp() / "data-cache"))
+    monkeypatch.setenv("MMUNLEARN_DATA", str(tmp_path_factory.getbasetemp() / "data-cache"))  # = data_cache
+
+
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The session's dataset cache (the one `_isolated_data_dir` points MMUNLEARN_DATA at)."""
+    return tmp_path_factory.getbasetemp() / "data-cache"
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory: pytest.TempPathFactory, data_cache):
+    """The results store of the tiny real bench (run once per test session; read it, do not write it)."""
+    return run_tiny(tmp_path_factory.mktemp("tiny-bench"), data_cache)
