@@ -21,11 +21,12 @@ from typing import Any
 
 import torch
 
+from mmunlearn.bench.unlearn_cell import request_for, retrain_config
 from mmunlearn.checkpoint import load_checkpoint
 from mmunlearn.data import DatasetSplits, ForgetRequest, load_dataset
 from mmunlearn.metrics.scenario_a import HEADLINE, ScenarioAData, gap_to_retrain, scenario_a_metrics
 from mmunlearn.models import MultimodalClassifier
-from mmunlearn.recipes import recipe_for, train_on_dataset
+from mmunlearn.recipes import train_on_dataset
 from mmunlearn.results import MetricResult
 from mmunlearn.textfmt import format_table
 from mmunlearn.unlearn import UNLEARNERS
@@ -49,14 +50,6 @@ def original(size: str, seed: int, work: Path) -> MultimodalClassifier:
     return model
 
 
-def request_for(kind: str, splits: DatasetSplits, seed: int) -> ForgetRequest:
-    """The random 10% visual-only request, or the images of two rendering identities."""
-    if kind == "random":
-        return ForgetRequest.random_fraction(splits.train, 0.1, seed)
-    fonts = sorted(set(splits.train.groups["image_identity"]) - {"handwritten-sklearn"})
-    return ForgetRequest.identities(splits.train, fonts[seed % len(fonts) : seed % len(fonts) + 2])
-
-
 def run(
     method: str,
     overrides: dict[str, Any],
@@ -69,13 +62,7 @@ def run(
     train = splits.train
     config = {"seed": seed, "progress": False, **overrides}
     if method == "retrain":
-        config.update(
-            {
-                k: v
-                for k, v in vars(recipe_for("av-digits").train).items()
-                if k in ("epochs", "lr", "batch_size", "weight_decay", "warmup_epochs")
-            }
-        )
+        config.update(retrain_config("av-digits", {}))
     t0 = time.perf_counter()
     new = UNLEARNERS.create(method, **config).unlearn(
         model,

@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-from mmunlearn.data.core import MultimodalDataset
 from bench_tiny import run_tiny
+from mmunlearn.data.core import MultimodalDataset
 from toy import make_av
 
 # Unit-test models are tiny: one thread is faster than two and immune to a busy machine.

@@ -318,6 +318,7 @@ def _setup_logging(quiet: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 2 a user error, printed as one line on stderr)."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by bench and report
     _setup_logging(getattr(args, "quiet", False))
     try:
         return int(args.func(args))

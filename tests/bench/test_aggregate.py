@@ -82,7 +82,7 @@ def test_protect_tables_rank_lower_recall_first_and_ratio_protection_time():
                     protect_seconds=protect + seed)  # fmt: skip
             rows.append(r)
     (table,) = aggregate(rows)
-    assert [r.label for r in table.rows][0] == "clean"
+    assert table.rows[0].label == "clean"
     assert table.ranks["acc_fused/test"] == {"mem": 1, "em": 2}
     mem = table.row("mem")
     assert mem.ratio.mean == pytest.approx((30 / 10 + 31 / 11) / 2)

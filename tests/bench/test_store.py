@@ -62,7 +62,11 @@ def test_a_damaged_complete_line_is_an_error_naming_it(tmp_path):
 
 def test_one_writer_at_a_time(tmp_path):
     store = ResultStore(tmp_path / "r.jsonl")
-    with store.locked(), pytest.raises(StoreLockedError, match="another bench is writing"), ResultStore(store.path).locked():
+    with (
+        store.locked(),
+        pytest.raises(StoreLockedError, match="another bench is writing"),
+        ResultStore(store.path).locked(),
+    ):
         pass
     with store.locked():  # released
         pass

@@ -35,7 +35,11 @@ def test_csv_numbers_are_the_aggregated_ones(report):
     for t in tables:
         for r in t.rows:
             for (name, split), stat in r.metrics.items():
-                (line,) = [x for x in rows if (x["setting"], x["row"], x["metric"], x["split"]) == (t.setting, r.label, name, split)]
+                (line,) = [
+                    x
+                    for x in rows
+                    if (x["setting"], x["row"], x["metric"], x["split"]) == (t.setting, r.label, name, split)
+                ]
                 assert float(line["mean"]) == pytest.approx(stat.mean, rel=1e-5, abs=1e-9)
                 assert int(line["n"]) == stat.n
 

@@ -174,7 +174,9 @@ def aggregate(records: Sequence[RunRecord]) -> list[Table]:
     return [_table(k, groups.get(k, {}), failed.get(k, [])) for k in keys]
 
 
-def _table(key: tuple[str, str, str, str], rows: dict[str, dict[int, RunRecord]], failed: list[tuple[str, str]]) -> Table:
+def _table(
+    key: tuple[str, str, str, str], rows: dict[str, dict[int, RunRecord]], failed: list[tuple[str, str]]
+) -> Table:
     scenario = key[0]
     ref = rows.get(REFERENCE.get(scenario, ""), {})
     order = sorted(rows, key=lambda label: (label not in ("original", "retrain", "clean"), label != "original"))

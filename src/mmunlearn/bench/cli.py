@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -10,29 +11,51 @@ from pathlib import Path
 
 import torch
 
+from ..errors import ConfigError
 from ..textfmt import format_table
 from .aggregate import Table, aggregate
-from .config import load_config
+from .config import BenchConfig, load_config
 from .runner import run_bench
 from .store import ResultStore, read_records
 
 
-def command_line() -> str:
+def command_line(args: argparse.Namespace) -> str:
     """The command as the user typed it (for the records and the report)."""
-    return shlex.join(["mmunlearn", *sys.argv[1:]])
+    return shlex.join(["mmunlearn", *getattr(args, "argv", sys.argv[1:])])
+
+
+def select_grids(config: BenchConfig, indices: list[int] | None) -> BenchConfig:
+    """The config with only the chosen grids (by position, from 0), or all of them.
+
+    Raises:
+        ConfigError: an index out of range.
+    """
+    if not indices:
+        return config
+    bad = [i for i in indices if not 0 <= i < len(config.grids)]
+    if bad:
+        raise ConfigError(
+            f"--grid {bad} out of range: {config.source or config.name} has grids 0..{len(config.grids) - 1}"
+        )
+    return dataclasses.replace(config, grids=tuple(config.grids[i] for i in indices))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = select_grids(load_config(args.config), args.grid)
     if args.threads:
         torch.set_num_threads(args.threads)
     root = Path(args.work or Path("runs/bench") / config.name)
     store = ResultStore(args.store or root / "results.jsonl")
     outcome = run_bench(
         config, store, root, data_dir=args.data_dir, retry_failed=args.retry_failed, progress=not args.quiet,
-        command=command_line(),
+        command=command_line(args),
     )  # fmt: skip
-    summary = {"store": str(outcome.store), "ran": outcome.ran, "skipped": outcome.skipped, "failed": list(outcome.failed)}
+    summary = {
+        "store": str(outcome.store),
+        "ran": outcome.ran,
+        "skipped": outcome.skipped,
+        "failed": list(outcome.failed),
+    }
     if args.json:
         print(json.dumps(summary))
     else:
@@ -58,7 +81,7 @@ def quick_table(table: Table) -> str:
 def cmd_report(args: argparse.Namespace) -> int:
     from ..report import write_report  # matplotlib is imported only here
 
-    files = write_report(args.results, args.out, command=command_line(), readme=args.readme)
+    files = write_report(args.results, args.out, command=command_line(args), readme=args.readme)
     if args.json:
         print(json.dumps({k: str(v) for k, v in files.items()}))
     else:
@@ -67,12 +90,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``bench`` and ``report`` on the top-level parser."""
     p = sub.add_parser("bench", help="run a grid of methods x datasets x seeds into a JSON-lines results store")
     p.add_argument("config", help="bench YAML (see benchmarks/configs/)")
     p.add_argument("--store", default=None, help="results file (default: runs/bench/<name>/results.jsonl)")
     p.add_argument("--work", default=None, help="folder for shared models and protections (default: runs/bench/<name>)")
+    p.add_argument("--grid", type=int, action="append", help="run only this grid of the config (from 0; repeatable)")
     p.add_argument("--retry-failed", action="store_true", help="run the cells that failed before again")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--data-dir", default=None, help="dataset cache root (default: $MMUNLEARN_DATA or the user cache)")

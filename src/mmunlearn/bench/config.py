@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,11 +169,17 @@ def _mapping(value: Any, what: str) -> dict[str, Any]:
     return {str(k): v for k, v in value.items()}
 
 
+def _modalities(dataset: str) -> tuple[str, ...]:
+    return tuple(getattr(DATASETS.get(dataset), "modalities", ()))
+
+
 def _dataset(name: Any, needs: str, scenario: str) -> str:
     _check_names("datasets", [str(name)], DATASETS.names())
-    if needs not in DATASETS.get(str(name)).modalities:
-        usable = [d for d in DATASETS.names() if needs in DATASETS.get(d).modalities]
-        raise ConfigError(f"dataset {name!r} has no {needs} modality, so scenario {scenario!r} cannot use it; use {usable}")
+    if needs not in _modalities(str(name)):
+        usable = [d for d in DATASETS.names() if needs in _modalities(d)]
+        raise ConfigError(
+            f"dataset {name!r} has no {needs} modality, so scenario {scenario!r} cannot use it; use {usable}"
+        )
     return str(name)
 
 
@@ -248,7 +254,7 @@ def _protect_grid(raw: dict[str, Any]) -> ProtectGrid:
     )  # fmt: skip
 
 
-SCENARIOS = {"unlearn": _unlearn_grid, "protect": _protect_grid}
+SCENARIOS: dict[str, Callable[[dict[str, Any]], Grid]] = {"unlearn": _unlearn_grid, "protect": _protect_grid}
 
 
 def parse_config(raw: Any, source: str | None = None) -> BenchConfig:
@@ -266,7 +272,7 @@ def parse_config(raw: Any, source: str | None = None) -> BenchConfig:
     grids = raw.get("grids")
     if not isinstance(grids, list) or not grids:
         raise ConfigError("'grids' must be a non-empty list of grids")
-    parsed = []
+    parsed: list[Grid] = []
     for i, g in enumerate(grids):
         g = _mapping(g, f"grid {i}")
         scenario = g.get("scenario")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..checkpoint import versions
 from ..data import DatasetSplits, load_dataset
@@ -134,18 +135,26 @@ def run_bench(
     with store.locked():
         done = latest_by_cell(store.read())
         cells = bench_cells(config)
-        todo = [c for c in cells if c.key not in done or (retry_failed and done[c.key].extras.get("status") == "failed")]
-        failed = []
+        todo = [
+            c for c in cells if c.key not in done or (retry_failed and done[c.key].extras.get("status") == "failed")
+        ]
         bar = tqdm(todo, unit="cell", disable=not progress, dynamic_ncols=True)
-        for cell in bar:
-            bar.set_description(f"{cell.grid.dataset} {cell.setting} seed {cell.seed} {cell.label}")
-            seed_everything(cell.key)
-            try:
-                record = runners[cell.grid.scenario].run(cell)
-            except Exception as e:  # a failed cell must not stop the grid; it is recorded with its error
-                log.warning("cell %s failed: %s: %s", cell.key, type(e).__name__, e)
-                record = _failed_record(cell, e)
-                failed.append(cell.key)
-            store.append(_annotate(record, cell, command))
+        with logging_redirect_tqdm([logging.getLogger("mmunlearn")]):
+            failed = _run_cells(bar, runners, store, command)
     return BenchOutcome(len(todo), len(cells) - len(todo), tuple(failed), store.path)
 
+
+def _run_cells(bar: tqdm, runners: dict[str, Any], store: ResultStore, command: str | None) -> list[str]:
+    """Run the cells of ``bar`` in turn, appending each record; returns the keys of the failed cells."""
+    failed = []
+    for cell in bar:
+        bar.set_description(f"{cell.grid.dataset} {cell.setting} seed {cell.seed} {cell.label}")
+        seed_everything(cell.key)
+        try:
+            record = runners[cell.grid.scenario].run(cell)
+        except Exception as e:  # a failed cell must not stop the grid; it is recorded with its error
+            log.warning("cell %s failed: %s: %s", cell.key, type(e).__name__, e)
+            record = _failed_record(cell, e)
+            failed.append(cell.key)
+        store.append(_annotate(record, cell, command))
+    return failed

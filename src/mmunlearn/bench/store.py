@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+
 from ..errors import CheckpointError, MMUnlearnError
 from ..results import RunRecord
 

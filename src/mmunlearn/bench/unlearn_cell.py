@@ -17,7 +17,7 @@ from ..data.core import MultimodalDataset
 from ..evaluate import eval_mode
 from ..fileio import atomic_write_json, canonical_json, sha256_bytes
 from ..metrics.scenario_a import ScenarioAData, scenario_a_metrics
-from ..models import MultimodalClassifier
+from ..models import MultimodalClassifier, MultimodalModel
 from ..recipes import recipe_for, train_on_dataset
 from ..results import RunRecord
 from ..unlearn import UNLEARNERS
@@ -98,8 +98,9 @@ class UnlearnCells:
         req = request_for(cell.request, splits, cell.seed, grid.fraction)
         train = splits.train
         data = ScenarioAData(req.unlearn_set(train), req.retain_set(train), splits.test, splits.val)
+        new: MultimodalModel = model
         if cell.label == "original":
-            method, config, new, seconds = "original", dict(grid.train), model, train_seconds
+            method, config, seconds = "original", dict(grid.train), train_seconds
         else:
             method, fields = grid.rows()[cell.label]
             config = {"seed": cell.seed, "progress": False, **fields}
@@ -111,8 +112,8 @@ class UnlearnCells:
                 modalities=req.modalities, validation=splits.val,
             )  # fmt: skip
             seconds = time.perf_counter() - t0
+        assert isinstance(new, MultimodalClassifier)
         metrics = keep(scenario_a_metrics(new, model, data), grid.metrics)
         extras = {"request_size": len(data.unlearn), "projection": feature_projection(new, data.unlearn)}
         config.pop("progress", None)
         return RunRecord("unlearn", method, config, cell.seed, metrics, seconds, versions(), extras)
-

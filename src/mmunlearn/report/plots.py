@@ -11,8 +11,6 @@ from matplotlib.figure import Figure
 from ..bench.aggregate import Column, Table
 from ..results import RunRecord
 
-REFERENCE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1}
-
 
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
@@ -35,9 +33,9 @@ def metric_bars(table: Table, columns: Sequence[Column]) -> bytes:
         ax.bar(range(len(present)), means, yerr=stds, capsize=3, color="#4C72B0")
         ax.set_xticks(range(len(present)), [r.label for r in present], rotation=45, ha="right", fontsize=8)
         if ref is not None and col in ref.metrics:
-            ax.axhline(ref.metrics[col].mean, label="retrain", **REFERENCE_STYLE)
-        if table.chance.get(col) is not None:
-            ax.axhline(table.chance[col], color="gray", linestyle=":", label="chance")
+            ax.axhline(ref.metrics[col].mean, label="retrain", color="black", linestyle="--", linewidth=1)
+        if (chance := table.chance.get(col)) is not None:
+            ax.axhline(chance, color="gray", linestyle=":", label="chance")
         ax.set_title(f"{col[0]} ({col[1]})", fontsize=9)
         if i == 0 and (ref is not None or table.chance.get(col) is not None):
             ax.legend(fontsize=7)
