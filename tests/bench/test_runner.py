@@ -14,6 +14,7 @@ from bench_tiny import run_tiny, write_config
 from mmunlearn.bench import ResultStore, aggregate, load_config, read_records, run_bench
 from mmunlearn.bench.cells import bench_cells
 from mmunlearn.bench.unlearn_cell import UnlearnCells
+from mmunlearn.metrics.scenario_a import METRIC_NAMES
 
 RESUME_YAML = """\
 name: resume
@@ -62,6 +63,7 @@ def test_every_cell_once_with_its_coordinates(tiny_store):
     assert {r.extras["row"] for r in unlearn} == {"original", "retrain", "ccu", "finetune", "ccu -a"}
     assert {r.method for r in unlearn if r.extras["row"] == "ccu -a"} == {"ccu"}
     assert all(len(r.extras["projection"]["x"]) == r.extras["request_size"] for r in unlearn)
+    assert {m.name for r in unlearn for m in r.metrics} == set(METRIC_NAMES)  # the names configs are checked against
     protect = [r for r in records if r.scenario == "protect"]
     assert {(r.extras["row"], r.extras["setting"]) for r in protect} == {
         (p, v) for p in ("clean", "random_noise") for v in ("cnn", "cnn+jpeg10")
