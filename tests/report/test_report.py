@@ -61,7 +61,7 @@ def test_markdown_has_each_table_and_its_ranks(report):
     text = files["markdown"].read_text()
     for t in aggregate(read_records(store, repair=False)):
         assert f"## {t.title}" in text
-    assert "Ranks (1 = best)" in text
+    assert "Ranks (1 = best;" in text and "Ranks (1 = strongest protection" in text
     assert "| chance" in text  # retrieval tables print chance level
 
 
@@ -87,8 +87,22 @@ def test_bad_inputs(report, tmp_path):
         write_report(tmp_path / "absent.jsonl", tmp_path / "r")
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    with pytest.raises(ConfigError, match="holds no bench records"):
+    with pytest.raises(ConfigError, match="hold\\(s\\) no bench records"):
         write_report(empty, tmp_path / "r")
+    with pytest.raises(FileNotFoundError, match="absent.jsonl"):
+        write_report([store, tmp_path / "absent.jsonl"], tmp_path / "r")
+
+
+def test_several_stores_are_pooled(report, tmp_path):
+    _, store = report
+    records = store.read_text().splitlines(keepends=True)
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("".join(records[:5]))
+    second.write_text("".join(records[3:]))  # an overlap: those cells count once
+    pooled = (tmp_path / "pooled" / "summary.csv", tmp_path / "one" / "summary.csv")
+    write_report([first, second], tmp_path / "pooled")
+    write_report(store, tmp_path / "one")
+    assert pooled[0].read_text() == pooled[1].read_text()
 
 
 def test_a_torn_last_line_does_not_stop_a_report_and_is_left_alone(report, tmp_path):

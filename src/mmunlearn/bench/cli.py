@@ -105,7 +105,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="Markdown, CSV, PNG plots and one offline HTML page from a results store")
-    p.add_argument("results", help="a results store written by mmunlearn bench")
+    p.add_argument("results", nargs="+", help="results store(s) written by mmunlearn bench (records are pooled)")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--readme", default=None, help="also rewrite the bench section of this Markdown file")
     p.add_argument("--quiet", action="store_true")

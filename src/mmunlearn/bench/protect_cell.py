@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from ..data import DatasetSplits
 from ..fileio import canonical_json, sha256_bytes
 from ..protect import PROTECTORS, ProtectedDataset
 from ..protect.protected import dataset_source
@@ -21,7 +22,7 @@ class ProtectCells:
     """Runs scenario-B cells; each (dataset, size, protector, seed, settings) is protected once, on disk."""
 
     work: Path
-    data: Any  # a callable (dataset, size) -> DatasetSplits, shared with the other scenario
+    data: Callable[[str, str], DatasetSplits]  # (dataset, size) -> splits, loaded once per bench
     protections: dict[str, ProtectedDataset] = field(default_factory=dict)
 
     def protection(self, grid: ProtectGrid, protector: str, seed: int) -> ProtectedDataset:

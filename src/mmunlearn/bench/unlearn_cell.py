@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,7 @@ class UnlearnCells:
     """Runs scenario-A cells; trains each original once (cached on disk under ``work``)."""
 
     work: Path
-    data: Any  # a callable (dataset, size) -> DatasetSplits, shared with the other scenario
+    data: Callable[[str, str], DatasetSplits]  # (dataset, size) -> splits, loaded once per bench
     originals: dict[str, tuple[MultimodalClassifier, float]] = field(default_factory=dict)
 
     def original(self, grid: UnlearnGrid, seed: int) -> tuple[MultimodalClassifier, float]:

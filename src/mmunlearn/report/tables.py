@@ -11,7 +11,14 @@ from ..metrics.scenario_a import HEADLINE
 from ..protect.victim import VICTIM_METRICS
 from ..textfmt import format_table
 
-REF_RATIO = {"unlearn": "sec/retrain", "protect": "protect s / clean victim s"}
+COST_HEADERS = {
+    "unlearn": ["gap to retrain", "seconds", "seconds / retrain's"],
+    "protect": ["protect s", "victim s", "protect s / clean victim s"],
+}
+RANK_NOTE = {
+    "unlearn": "ranks (1 = best; utility higher, forget metrics closest to retrain, gap smallest)",
+    "protect": "ranks (1 = strongest protection: lowest victim recall on clean test pairs)",
+}
 
 
 def pm(stat: Stat | None, digits: int = 3) -> str:
@@ -32,8 +39,7 @@ def headline_columns(table: Table) -> list[Column]:
 def table_rows(table: Table, columns: Sequence[Column]) -> tuple[list[str], list[list[object]]]:
     """Headers and rows of a table: mean ± std per column, then cost (and the gap in scenario A)."""
     headers = ["row", "seeds", *(f"{n} ({s})" for n, s in columns)]
-    extra = ["gap to retrain"] if table.scenario == "unlearn" else ["protect s"]
-    headers += [*extra, "seconds", REF_RATIO[table.scenario]]
+    headers += COST_HEADERS[table.scenario]
     rows: list[list[object]] = []
     for r in table.rows:
         cells = [pm(r.metrics.get(c)) for c in columns]
