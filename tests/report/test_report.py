@@ -87,9 +87,9 @@ def test_bad_inputs(report, tmp_path):
         write_report(tmp_path / "absent.jsonl", tmp_path / "r")
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    with pytest.raises(ConfigError, match="hold\\(s\\) no bench records"):
+    with pytest.raises(ConfigError, match=r"hold\(s\) no bench records"):
         write_report(empty, tmp_path / "r")
-    with pytest.raises(FileNotFoundError, match="absent.jsonl"):
+    with pytest.raises(FileNotFoundError, match=r"absent\.jsonl"):
         write_report([store, tmp_path / "absent.jsonl"], tmp_path / "r")
 
 
