@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from mmunlearn.bench.unlearn_cell import request_for, retrain_config
+from mmunlearn.bench.config import UnlearnGrid
+from mmunlearn.bench.unlearn_cell import request_for
 from mmunlearn.checkpoint import load_checkpoint
 from mmunlearn.data import DatasetSplits, ForgetRequest, load_dataset
 from mmunlearn.metrics.scenario_a import HEADLINE, ScenarioAData, gap_to_retrain, scenario_a_metrics
@@ -62,7 +63,7 @@ def run(
     train = splits.train
     config = {"seed": seed, "progress": False, **overrides}
     if method == "retrain":
-        config.update(retrain_config("av-digits", {}))
+        config.update(UnlearnGrid().method_config("retrain", seed)[1])
     t0 = time.perf_counter()
     new = UNLEARNERS.create(method, **config).unlearn(
         model,

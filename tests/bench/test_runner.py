@@ -1,5 +1,6 @@
 """The grid runner on real (tiny) grids: every cell once, shared models, failures recorded, resume after a kill."""
 
+import functools
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ from collections import Counter
 import pytest
 
 from bench_tiny import run_tiny, write_config
-from mmunlearn.bench import ResultStore, aggregate, load_config, read_records, run_bench
+from mmunlearn.bench import ResultStore, aggregate, load_config, parse_config, read_records, run_bench
 from mmunlearn.bench.cells import bench_cells
 from mmunlearn.bench.unlearn_cell import UnlearnCells
 from mmunlearn.metrics.scenario_a import METRIC_NAMES
@@ -68,7 +69,20 @@ def test_every_cell_once_with_its_coordinates(tiny_store):
     assert {(r.extras["row"], r.extras["setting"]) for r in protect} == {
         (p, v) for p in ("clean", "random_noise") for v in ("cnn", "cnn+jpeg10")
     }
-    assert all(r.config["seed"] == 1 and r.seed == 0 for r in protect)  # victim seed = protector seed + 1
+    assert all(r.config["victim"]["seed"] == 1 and r.config["protector"]["seed"] == r.seed == 0 for r in protect)
+    ccu = next(r for r in unlearn if r.extras["row"] == "ccu")
+    assert ccu.config["epochs"] == 1 and ccu.config["lambda_a"] == 1.0  # the resolved config, defaults included
+
+
+def test_a_changed_default_changes_the_key(monkeypatch):
+    from mmunlearn.unlearn.ccu import CCUConfig
+
+    config = parse_config({"name": "t", "grids": [{"scenario": "unlearn", "methods": ["ccu", "finetune"]}]})
+    before = {c.label: c.key for c in bench_cells(config)}
+    monkeypatch.setattr(CCUConfig, "__init__", functools.partialmethod(CCUConfig.__init__, lambda_a=0.5))
+    after = {c.label: c.key for c in bench_cells(config)}
+    assert before["ccu"] != after["ccu"]  # a store never passes off the old default's result as the new one's
+    assert before["finetune"] == after["finetune"] and before["original"] == after["original"]
 
 
 def test_the_original_and_each_protection_are_made_once(tiny_store):

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data import DATASETS
 from ..fileio import canonical_json
+from ..protect import PROTECTORS
+from ..recipes import recipe_for
 from ..results import MetricResult
+from ..unlearn import UNLEARNERS
 from .config import BenchConfig, Grid, ProtectGrid, UnlearnGrid
 
 
@@ -44,16 +49,31 @@ class Cell:
         return f"{g.scenario}/{g.dataset}/{g.size}/{self.setting}/seed{self.seed}/{self.label}@{self.settings_hash()}"
 
     def settings_hash(self) -> str:
-        """Short hash of everything that changes this cell's numbers besides its key's names."""
+        """Short hash of `settings`."""
+        return hashlib.sha256(canonical_json(self.settings()).encode()).hexdigest()[:8]
+
+    def settings(self) -> dict[str, Any]:
+        """Everything besides the key's names that decides this cell's numbers, defaults resolved.
+
+        A changed default (of a method, a protector, a recipe or a dataset version) changes the key,
+        so a store never passes off a result of the old settings as one of the new.
+        """
         g = self.grid
+        parts: dict[str, Any] = {"data": DATASETS.get(g.dataset).version}  # type: ignore[attr-defined]
         if isinstance(g, UnlearnGrid):
-            parts: dict[str, Any] = {"train": dict(g.train), "fraction": g.fraction}
+            parts.update(train=g.train_config().identity(), fraction=g.fraction)
             if self.label != "original":
-                method, fields = g.rows()[self.label]
-                parts.update(method=method, fields=fields)
-        else:
-            parts = {"protector": dict(g.overrides.get(self.label, {})), "epochs": g.victim_epochs}
-        return hashlib.sha256(canonical_json(parts).encode()).hexdigest()[:8]
+                method, config = g.method_config(self.label, self.seed)
+                parts.update(method=method, config=resolved(UNLEARNERS.create(method, **config).config))
+            return parts
+        victim = resolved(g.victim_config(self.victim, self.seed))
+        protector = resolved(PROTECTORS.create(self.label, **g.protector_config(self.label, self.seed)).config)
+        return {**parts, "recipe": recipe_for(g.dataset).train.identity(), "protector": protector, "victim": victim}
+
+
+def resolved(config: Any) -> dict[str, Any]:
+    """A config dataclass as a dict of every field but ``progress`` (which changes no number)."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if k != "progress"}
 
 
 def victim_label(victim: Mapping[str, Any]) -> str:

@@ -49,6 +49,7 @@ from ..train import TrainConfig
 from ..unlearn import UNLEARNERS
 
 REQUESTS = ("random", "identity")
+RETRAIN_FIELDS = ("epochs", "lr", "batch_size", "weight_decay", "warmup_epochs")
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,19 @@ class UnlearnGrid:
             rows[label] = (str(spec["method"]), {**self.overrides.get(str(spec["method"]), {}), **rest})
         return rows
 
+    def train_config(self) -> TrainConfig:
+        """The original's training recipe: the dataset's, with the grid's ``train`` fields."""
+        return recipe_for(self.dataset).train.replace(**self.train)
+
+    def method_config(self, label: str, seed: int) -> tuple[str, dict[str, Any]]:
+        """A row's method key and the config fields it runs with (retrain trains like the original)."""
+        method, fields = self.rows()[label]
+        config = {"seed": seed, **fields}
+        if method == "retrain":
+            schedule = self.train_config()
+            config = {**{k: getattr(schedule, k) for k in RETRAIN_FIELDS}, **config}
+        return method, config
+
 
 @dataclass(frozen=True)
 class ProtectGrid:
@@ -120,6 +134,14 @@ class ProtectGrid:
     def all_protectors(self) -> tuple[str, ...]:
         """The protectors with ``clean`` first."""
         return ("clean", *(p for p in self.protectors if p != "clean"))
+
+    def protector_config(self, protector: str, seed: int) -> dict[str, Any]:
+        """The config fields a protector runs with."""
+        return {**self.overrides.get(protector, {}), "seed": seed}
+
+    def victim_config(self, victim: Mapping[str, Any], seed: int) -> VictimConfig:
+        """The victim of a protection made with ``seed``: trained with ``seed + 1``."""
+        return VictimConfig(seed=seed + 1, epochs=self.victim_epochs, progress=False, **victim)
 
 
 Grid = UnlearnGrid | ProtectGrid

@@ -11,9 +11,9 @@ from ..data import DatasetSplits
 from ..fileio import canonical_json, sha256_bytes
 from ..protect import PROTECTORS, ProtectedDataset
 from ..protect.protected import dataset_source
-from ..protect.victim import VictimConfig, train_victim
+from ..protect.victim import train_victim
 from ..results import RunRecord
-from .cells import Cell, keep
+from .cells import Cell, keep, resolved
 from .config import ProtectGrid
 
 
@@ -27,17 +27,15 @@ class ProtectCells:
 
     def protection(self, grid: ProtectGrid, protector: str, seed: int) -> ProtectedDataset:
         """The protection of the grid's training split (computed, saved, or loaded from ``work``)."""
-        fields = dict(grid.overrides.get(protector, {}))
-        tag = sha256_bytes(canonical_json(fields).encode())[:8]
+        maker = PROTECTORS.create(protector, **grid.protector_config(protector, seed), progress=False)
+        tag = sha256_bytes(canonical_json(resolved(maker.config)).encode())[:8]
         folder = self.work / "protections" / f"{grid.dataset}-{grid.size}-{protector}-seed{seed}-{tag}"
         if folder.name not in self.protections:
             if (folder / "manifest.json").is_file():
                 protected = ProtectedDataset.load(folder)
             else:
                 splits = self.data(grid.dataset, grid.size)
-                protected = PROTECTORS.create(protector, **{**fields, "seed": seed, "progress": False}).protect(
-                    splits.train
-                )
+                protected = maker.protect(splits.train)
                 protected.source = dataset_source(
                     splits.train, dataset=grid.dataset, size=grid.size, data_seed=0, split="train"
                 )
@@ -51,10 +49,13 @@ class ProtectCells:
         assert isinstance(grid, ProtectGrid)
         splits = self.data(grid.dataset, grid.size)
         protected = self.protection(grid, cell.label, cell.seed)
-        config = VictimConfig(seed=cell.seed + 1, epochs=grid.victim_epochs, progress=False, **cell.victim)
-        result = train_victim(splits, protected, config)
-        record = result.record({"protector": dict(grid.overrides.get(cell.label, {}))})
-        extras = {"protect_seconds": float(protected.stats.get("seconds", 0.0)), "victim": cell.setting}
+        victim = grid.victim_config(cell.victim, cell.seed)
+        result = train_victim(splits, protected, victim)
+        protector = PROTECTORS.create(cell.label, **grid.protector_config(cell.label, cell.seed)).config
+        config = {"protector": resolved(protector), "victim": resolved(victim)}
+        extras = {"protect_seconds": float(protected.stats.get("seconds", 0.0))}
+        record = result.record()
         return dataclasses.replace(
-            record, scenario="protect", seed=cell.seed, metrics=keep(record.metrics, grid.metrics), extras=extras
-        )
+            record, scenario="protect", config=config, seed=cell.seed, metrics=keep(record.metrics, grid.metrics),
+            extras=extras,
+        )  # fmt: skip

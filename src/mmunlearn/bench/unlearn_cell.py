@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,13 +18,11 @@ from ..evaluate import eval_mode
 from ..fileio import atomic_write_json, canonical_json, sha256_bytes
 from ..metrics.scenario_a import ScenarioAData, scenario_a_metrics
 from ..models import MultimodalClassifier, MultimodalModel
-from ..recipes import recipe_for, train_on_dataset
+from ..recipes import train_on_dataset
 from ..results import RunRecord
 from ..unlearn import UNLEARNERS
-from .cells import Cell, keep
+from .cells import Cell, keep, resolved
 from .config import UnlearnGrid
-
-RETRAIN_FIELDS = ("epochs", "lr", "batch_size", "weight_decay", "warmup_epochs")
 
 
 def request_for(kind: str, splits: DatasetSplits, seed: int, fraction: float = 0.1) -> ForgetRequest:
@@ -38,12 +36,6 @@ def request_for(kind: str, splits: DatasetSplits, seed: int, fraction: float = 0
     fonts = sorted(set(splits.train.groups["image_identity"]) - {"handwritten-sklearn"})
     start = seed % len(fonts)
     return ForgetRequest.identities(splits.train, fonts[start : start + 2])
-
-
-def retrain_config(dataset: str, train: Mapping[str, Any]) -> dict[str, Any]:
-    """Retrain's schedule: the original's recipe (with the same overrides), so it trains the same way."""
-    recipe = recipe_for(dataset).train.replace(**train)
-    return {k: getattr(recipe, k) for k in RETRAIN_FIELDS}
 
 
 def feature_projection(model: MultimodalClassifier, data: MultimodalDataset, limit: int = 300) -> dict[str, list[Any]]:
@@ -74,7 +66,7 @@ class UnlearnCells:
 
     def original(self, grid: UnlearnGrid, seed: int) -> tuple[MultimodalClassifier, float]:
         """The original model of (dataset, size, seed, recipe overrides) and its training seconds."""
-        tag = sha256_bytes(canonical_json(dict(grid.train)).encode())[:8]
+        tag = sha256_bytes(canonical_json(grid.train_config().replace(seed=seed).identity()).encode())[:8]
         folder = self.work / "models" / f"{grid.dataset}-{grid.size}-seed{seed}-{tag}"
         if folder.name not in self.originals:
             timing = folder / "bench-timing.json"
@@ -100,14 +92,13 @@ class UnlearnCells:
         data = ScenarioAData(req.unlearn_set(train), req.retain_set(train), splits.test, splits.val)
         new: MultimodalModel = model
         if cell.label == "original":
-            method, config, seconds = "original", dict(grid.train), train_seconds
+            method, config, seconds = "original", grid.train_config().replace(seed=cell.seed).identity(), train_seconds
         else:
-            method, fields = grid.rows()[cell.label]
-            config = {"seed": cell.seed, "progress": False, **fields}
-            if method == "retrain":
-                config = {**retrain_config(grid.dataset, grid.train), **config}
+            method, fields = grid.method_config(cell.label, cell.seed)
+            unlearner = UNLEARNERS.create(method, **fields, progress=False)
+            config = resolved(unlearner.config)
             t0 = time.perf_counter()
-            new = UNLEARNERS.create(method, **config).unlearn(
+            new = unlearner.unlearn(
                 model, data.unlearn, req.gold_standard_set(train), original=model,
                 modalities=req.modalities, validation=splits.val,
             )  # fmt: skip
@@ -115,5 +106,4 @@ class UnlearnCells:
         assert isinstance(new, MultimodalClassifier)
         metrics = keep(scenario_a_metrics(new, model, data), grid.metrics)
         extras = {"request_size": len(data.unlearn), "projection": feature_projection(new, data.unlearn)}
-        config.pop("progress", None)
         return RunRecord("unlearn", method, config, cell.seed, metrics, seconds, versions(), extras)
