@@ -116,3 +116,21 @@ def test_with_trigger_trims_padding_only():
     data = make_captions(n=3)
     ids = with_trigger(data.inputs["text"], torch.full((3, 2), 4))
     assert ids.shape == (3, 6) and (ids[:, :2] == 4).all()
+
+
+def test_history_records_the_surrogates_reliance_on_the_noise():
+    from mmunlearn.protect.minmin import run_min_min
+
+    data = make_captions(n=16)
+    kw = {"outer_iters": 2, "surrogate_steps": 1, "pgd_steps": 2, "batch_size": 8, "progress": False}
+    noisy = run_min_min(data, tiny_model(), MinMinSettings(epsilon=8 / 255, trigger_len=2, trigger_iters=1,
+                                                           hotflip_candidates=2, **kw), len(VOCAB))  # fmt: skip
+    assert len(noisy.history) == 2
+    for h in noisy.history:
+        assert {"loss", "accuracy", "loss_without_noise", "accuracy_without_noise"} <= set(h)
+        assert 0 <= h["accuracy_without_noise"] <= 1 and h["loss_without_noise"] > 0
+    # PGD descends the loss of the pairs it perturbs, so removing the noise cannot help the surrogate much
+    assert noisy.history[-1]["loss"] <= noisy.history[-1]["loss_without_noise"] + 0.05
+    text_only = run_min_min(data, tiny_model(), MinMinSettings(epsilon=None, trigger_len=2, trigger_iters=1,
+                                                               hotflip_candidates=2, **kw), len(VOCAB))  # fmt: skip
+    assert "loss_without_noise" not in text_only.history[-1]

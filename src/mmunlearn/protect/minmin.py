@@ -428,9 +428,12 @@ def inner_pass(
     """One pass over the data: HotFlip (when ``flip``) then PGD on every batch.
 
     Returns:
-        The surrogate's mean batch loss and in-batch accuracy on the updated protected pairs.
+        The surrogate's mean batch loss and in-batch accuracy on the updated protected pairs; with noise
+        also ``loss_without_noise`` and ``accuracy_without_noise``, the same with the noise removed (the
+        trigger kept): their gap to ``loss``/``accuracy`` says how much the surrogate relies on the noise.
     """
-    loss_sum, acc_sum, count = 0.0, 0.0, 0
+    sums = dict.fromkeys(("loss", "accuracy", "loss_without_noise", "accuracy_without_noise"), 0.0)
+    count = 0
     with frozen(model):
         for idx in cover_batches(len(dataset), settings.batch_size, gen):
             images, captions = dataset.inputs["image"][idx], dataset.inputs["text"][idx]
@@ -443,22 +446,40 @@ def inner_pass(
                 trig = state.triggers[idx] if state.triggers is not None else None
                 delta = pgd_noise(model, images, captions, trig, state.noise[idx].float() / 255, settings, gen)
                 state.noise[idx] = (delta * 255).round().to(torch.int16)
-            with torch.no_grad():
-                img, txt = protected_inputs(dataset, state, idx)
-                ie, te = model.encode_image(img), model.encode_text(txt)
-                loss_sum += float(clip_loss(ie, te, model.logit_scale())) * len(idx)
-                acc_sum += batch_accuracy(ie, te) * len(idx)
+            for name, value in batch_figures(model, dataset, state, idx).items():
+                sums[name] += value * len(idx)
             count += len(idx)
             bar.update(1)
-    if not math.isfinite(loss_sum):
+    if not math.isfinite(sums["loss"]):
         raise DivergenceError("the surrogate's loss on the protected pairs became NaN/inf; no protection was produced")
-    return {"loss": loss_sum / count, "accuracy": acc_sum / count}
+    keys = list(sums) if state.noise is not None else ["loss", "accuracy"]
+    return {k: sums[k] / count for k in keys}
+
+
+def batch_figures(model: DualEncoder, dataset: MultimodalDataset, state: MinMinState, idx: Tensor) -> dict[str, float]:
+    """The surrogate's loss and in-batch accuracy on the protected rows ``idx``, and without their noise.
+
+    Returns:
+        ``loss``, ``accuracy``; with noise also ``loss_without_noise``, ``accuracy_without_noise``
+        (clean images, the triggers kept).
+    """
+    scale = model.logit_scale()
+    with torch.no_grad():
+        img, txt = protected_inputs(dataset, state, idx)
+        ie, te = model.encode_image(img), model.encode_text(txt)
+        out = {"loss": float(clip_loss(ie, te, scale)), "accuracy": batch_accuracy(ie, te)}
+        if state.noise is not None:
+            clean = model.encode_image(dataset.inputs["image"][idx])
+            out["loss_without_noise"] = float(clip_loss(clean, te, scale))
+            out["accuracy_without_noise"] = batch_accuracy(clean, te)
+    return out
 
 
 __all__ = [
     "MinMinSettings",
     "MinMinState",
     "batch_accuracy",
+    "batch_figures",
     "cover_batches",
     "hotflip",
     "hotflip_candidates",
