@@ -53,6 +53,9 @@ def time_vs_gap(table: Table) -> bytes:
             continue
         ax.errorbar(r.ratio.mean, r.gap.mean, xerr=r.ratio.std, yerr=r.gap.std, fmt="o", capsize=3)
         ax.annotate(r.label, (r.ratio.mean, r.gap.mean), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if all(r.gap.mean > 0 and r.ratio.mean > 0 for r in table.rows if r.gap and r.ratio and r.label != "retrain"):
+        ax.set_xscale("log")  # methods differ by orders of magnitude in both; linear axes pile them up
+        ax.set_yscale("log")
     ax.set_xlabel("seconds / retrain's seconds")
     ax.set_ylabel("gap to retrain (mean |Δ| over headline metrics)")
     ax.set_title(f"cost vs forgetting quality · {table.dataset} ({table.size}) · {table.setting}", fontsize=10)
