@@ -55,11 +55,15 @@ class Cell:
     def settings(self) -> dict[str, Any]:
         """Everything besides the key's names that decides this cell's numbers, defaults resolved.
 
-        A changed default (of a method, a protector, a recipe or a dataset version) changes the key,
+        A changed default (of a method, a protector, a recipe, its model or a dataset version) changes the key,
         so a store never passes off a result of the old settings as one of the new.
         """
         g = self.grid
-        parts: dict[str, Any] = {"data": DATASETS.get(g.dataset).version}  # type: ignore[attr-defined]
+        recipe = recipe_for(g.dataset)
+        parts: dict[str, Any] = {
+            "data": DATASETS.get(g.dataset).version,  # type: ignore[attr-defined]
+            "model": [recipe.model, dict(recipe.model_config)],
+        }
         if isinstance(g, UnlearnGrid):
             parts.update(train=g.train_config().identity(), fraction=g.fraction)
             if self.label != "original":
@@ -68,7 +72,7 @@ class Cell:
             return parts
         victim = resolved(g.victim_config(self.victim, self.seed))
         protector = resolved(PROTECTORS.create(self.label, **g.protector_config(self.label, self.seed)).config)
-        return {**parts, "recipe": recipe_for(g.dataset).train.identity(), "protector": protector, "victim": victim}
+        return {**parts, "recipe": recipe.train.identity(), "protector": protector, "victim": victim}
 
 
 def resolved(config: Any) -> dict[str, Any]:

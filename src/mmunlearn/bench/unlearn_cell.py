@@ -18,7 +18,7 @@ from ..evaluate import eval_mode
 from ..fileio import atomic_write_json, canonical_json, sha256_bytes
 from ..metrics.scenario_a import ScenarioAData, scenario_a_metrics
 from ..models import MultimodalClassifier, MultimodalModel
-from ..recipes import train_on_dataset
+from ..recipes import recipe_for, train_on_dataset
 from ..results import RunRecord
 from ..unlearn import UNLEARNERS
 from .cells import Cell, keep, resolved
@@ -66,7 +66,9 @@ class UnlearnCells:
 
     def original(self, grid: UnlearnGrid, seed: int) -> tuple[MultimodalClassifier, float]:
         """The original model of (dataset, size, seed, recipe overrides) and its training seconds."""
-        tag = sha256_bytes(canonical_json(grid.train_config().replace(seed=seed).identity()).encode())[:8]
+        recipe = recipe_for(grid.dataset)
+        identity = [grid.train_config().replace(seed=seed).identity(), recipe.model, dict(recipe.model_config)]
+        tag = sha256_bytes(canonical_json(identity).encode())[:8]
         folder = self.work / "models" / f"{grid.dataset}-{grid.size}-seed{seed}-{tag}"
         if folder.name not in self.originals:
             timing = folder / "bench-timing.json"
