@@ -138,7 +138,8 @@ def _row(label: str, by_seed: dict[int, RunRecord], ref: dict[int, RunRecord], s
     paired = [s for s in seeds if s in ref]
     if scenario == "unlearn":
         gap = _stat(gap_to_retrain(by_seed[s].metrics, ref[s].metrics) for s in paired) if label != "original" else None
-        ratio = _stat(by_seed[s].seconds / ref[s].seconds for s in paired if ref[s].seconds > 0)
+        # the original's seconds are its training, reused from a cache and measured in another run
+        ratio = _stat(by_seed[s].seconds / ref[s].seconds for s in paired if ref[s].seconds > 0 and label != "original")
         return Row(label, seeds, {k: Stat(tuple(v)) for k, v in metrics.items()}, seconds, gap, ratio)
     protect = _stat(float(by_seed[s].extras.get("protect_seconds", math.nan)) for s in seeds)
     ratio = _stat(
