@@ -70,6 +70,8 @@ def test_cell_keys_are_stable_and_change_with_the_settings_only():
         (protect(dataset="av-digits"), "has no text modality", "shapes-captions"),
         (unlearn(seeds=["0"]), "seeds must be a non-empty list of ints", "'0'"),
         (unlearn(size="huge"), "size must be one of", "small"),
+        (unlearn(fraction="ten percent"), "fraction must be a number in (0, 1)", "'ten percent'"),
+        (unlearn(fraction=1.5), "fraction must be a number in (0, 1)", "1.5"),
         ({"name": "t", "grids": [{"scenario": "train"}]}, "unknown scenario 'train'", "unlearn, protect"),
         ({"name": "t", "grids": []}, "'grids' must be a non-empty list", "grids"),
         ({"grids": [{"scenario": "unlearn"}]}, "'name' must be a non-empty string", "name"),

@@ -219,18 +219,26 @@ def _check_method_config(key: str, fields: Mapping[str, Any], where: str) -> Non
         raise ConfigError(f"{where}: {e}") from e
 
 
+def _rows_metrics_overrides(
+    raw: dict[str, Any], what: str, known: list[str], default: str, metric_names: tuple[str, ...]
+) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, dict[str, Any]]]:
+    """A grid's row names (``methods`` or ``protectors``), kept metrics and per-row overrides, checked."""
+    names = _tuple(raw.get(what, [default]), what, str)
+    _check_names(what, names, known)
+    metrics = _tuple(raw["metrics"], "metrics", str) if "metrics" in raw else ()
+    _check_names("metrics", metrics, metric_names)
+    overrides = {k: _mapping(v, f"overrides.{k}") for k, v in _mapping(raw.get("overrides"), "overrides").items()}
+    _check_names(what, list(overrides), known)
+    return names, metrics, overrides
+
+
 def _unlearn_grid(raw: dict[str, Any]) -> UnlearnGrid:
     known = [f.name for f in dataclasses.fields(UnlearnGrid)]
     _check_keys("an unlearn grid", raw, [*known, "scenario"])
     dataset = _dataset(raw.get("dataset", "av-digits"), "audio", "unlearn")
-    methods = _tuple(raw.get("methods", ["ccu"]), "methods", str)
-    _check_names("methods", methods, UNLEARNERS.names())
+    methods, metrics, overrides = _rows_metrics_overrides(raw, "methods", UNLEARNERS.names(), "ccu", METRIC_NAMES)
     requests = _tuple(raw.get("requests", ["random"]), "requests", str)
     _check_names("requests", requests, REQUESTS)
-    metrics = _tuple(raw["metrics"], "metrics", str) if "metrics" in raw else ()
-    _check_names("metrics", metrics, METRIC_NAMES)
-    overrides = {k: _mapping(v, f"overrides.{k}") for k, v in _mapping(raw.get("overrides"), "overrides").items()}
-    _check_names("methods", list(overrides), UNLEARNERS.names())
     variants = {k: _mapping(v, f"variants.{k}") for k, v in _mapping(raw.get("variants"), "variants").items()}
     for label, spec in variants.items():
         if "method" not in spec:
@@ -238,9 +246,9 @@ def _unlearn_grid(raw: dict[str, Any]) -> UnlearnGrid:
         _check_names("methods", [str(spec["method"])], UNLEARNERS.names())
     train = _mapping(raw.get("train"), "train")
     _check_keys("train", train, [f.name for f in dataclasses.fields(TrainConfig)])
-    fraction = float(raw.get("fraction", 0.1))
-    if not 0 < fraction < 1:
-        raise ConfigError(f"fraction must be in (0, 1), got {fraction}")
+    fraction = raw.get("fraction", 0.1)
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
+        raise ConfigError(f"fraction must be a number in (0, 1), got {fraction!r}")
     grid = UnlearnGrid(
         dataset, _size(raw.get("size", "small")), _tuple(raw.get("seeds", [0]), "seeds", int), requests, methods,
         variants, overrides, train, metrics, fraction,
@@ -255,12 +263,9 @@ def _protect_grid(raw: dict[str, Any]) -> ProtectGrid:
     known = [f.name for f in dataclasses.fields(ProtectGrid)]
     _check_keys("a protect grid", raw, [*known, "scenario"])
     dataset = _dataset(raw.get("dataset", "shapes-captions"), "text", "protect")
-    protectors = _tuple(raw.get("protectors", ["clean"]), "protectors", str)
-    _check_names("protectors", protectors, PROTECTORS.names())
-    metrics = _tuple(raw["metrics"], "metrics", str) if "metrics" in raw else ()
-    _check_names("metrics", metrics, VICTIM_METRICS)
-    overrides = {k: _mapping(v, f"overrides.{k}") for k, v in _mapping(raw.get("overrides"), "overrides").items()}
-    _check_names("protectors", list(overrides), PROTECTORS.names())
+    protectors, metrics, overrides = _rows_metrics_overrides(
+        raw, "protectors", PROTECTORS.names(), "clean", VICTIM_METRICS
+    )
     for key, fields in overrides.items():
         PROTECTORS.create(key, **fields)
     victims = tuple(_mapping(v, "a victim") for v in raw.get("victims", [{}]) or [{}])
