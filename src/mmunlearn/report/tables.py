@@ -89,7 +89,7 @@ def csv_text(tables: Sequence[Table]) -> str:
             for name, split, st in stats:
                 if st is None:
                     continue
-                rank = t.ranks.get(f"{name}/{split}" if split else "gap" if name == "gap_to_retrain" else "", {})
+                rank = t.ranks.get("gap" if name == "gap_to_retrain" else f"{name}/{split}", {})  # costs: none
                 w.writerow([t.scenario, t.dataset, t.size, t.setting, r.label, name, split,
                             f"{st.mean:.6g}", f"{st.std:.6g}", st.n, rank.get(r.label, "")])  # fmt: skip
     return buf.getvalue()
