@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 import re
 
 import pytest
@@ -112,3 +113,16 @@ def test_a_torn_last_line_does_not_stop_a_report_and_is_left_alone(report, tmp_p
     files = write_report(copy, tmp_path / "r")
     assert files["html"].is_file()
     assert copy.read_bytes().endswith(b'{"scenario": "unle')  # a report only reads
+
+
+def test_a_failed_cell_is_listed_escaped_and_a_rerun_cell_counts_once(report, tmp_path):
+    _, store = report
+    lines = store.read_text().splitlines(keepends=True)
+    failed = json.loads(lines[2])
+    failed["extras"].update(status="failed", error="ValueError: <b>bad</b> & worse", cell="unlearn/x@1")
+    copy = tmp_path / "r.jsonl"
+    copy.write_text("".join([*lines, lines[3], json.dumps(failed) + "\n"]))  # line 3 re-run: same cell twice
+    files = write_report(copy, tmp_path / "r")
+    page = files["html"].read_text()
+    assert "failed cell unlearn/x@1: ValueError: &lt;b&gt;bad&lt;/b&gt; &amp; worse" in page
+    assert f"<td>{len(lines) + 1} from" in page  # every cell plus the failed one: the re-run line counts once

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..bench.aggregate import Table, aggregate
-from ..bench.store import read_records
+from ..bench.store import latest_by_cell, read_records
 from ..errors import ConfigError
 from ..fileio import atomic_write_bytes, sha256_file
 from ..results import RunRecord
@@ -76,7 +76,7 @@ def _table_section(table: Table, records: Sequence[RunRecord]) -> Section:
         for alt, png in figures(table, records):
             s.image(png, f"{alt}: {table.title}")
     for cell, error in table.failed:
-        s.parts.append(f'<p class="failed">failed cell {cell}: {error}</p>')
+        s.text(f"failed cell {cell}: {error}", css="failed")
     return s
 
 
@@ -160,7 +160,8 @@ def write_report(
     for store in stores:
         if not store.is_file():
             raise FileNotFoundError(f"no results store at {store}; run `mmunlearn bench CONFIG.yaml` first")
-    records = [r for store in stores for r in read_records(store, repair=False) if "cell" in r.extras]
+    pooled = [r for store in stores for r in read_records(store, repair=False) if "cell" in r.extras]
+    records = list(latest_by_cell(pooled).values())  # a re-run cell counts once, its newest record
     if not records:
         raise ConfigError(f"{', '.join(map(str, stores))} hold(s) no bench records")
     out = Path(out_dir)

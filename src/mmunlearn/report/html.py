@@ -31,8 +31,9 @@ class Section:
     parts: list[str] = field(default_factory=list)
     images: list[tuple[str, bytes]] = field(default_factory=list)  # (alt text, PNG), also saved as files
 
-    def text(self, value: str) -> None:
-        self.parts.append(f"<p>{html.escape(value)}</p>")
+    def text(self, value: str, css: str = "") -> None:
+        attr = f' class="{css}"' if css else ""
+        self.parts.append(f"<p{attr}>{html.escape(value)}</p>")
 
     def code(self, value: str) -> None:
         self.parts.append(f"<pre><code>{html.escape(value)}</code></pre>")
