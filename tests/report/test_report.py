@@ -29,6 +29,14 @@ def test_writes_every_kind_of_file(report):
     assert all((files["figures"] / p).read_bytes().startswith(b"\x89PNG") for p in pngs)
 
 
+def test_a_second_report_replaces_the_figures(report, tmp_path):
+    files, store = report
+    stale = files["figures"] / "99-stale.png"
+    stale.write_bytes(b"\x89PNG old")
+    write_report(store, files["html"].parent)
+    assert not stale.exists() and len(list(files["figures"].iterdir())) > 0
+
+
 def test_csv_numbers_are_the_aggregated_ones(report):
     files, store = report
     tables = aggregate(read_records(store, repair=False))

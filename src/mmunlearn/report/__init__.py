@@ -88,7 +88,7 @@ def _defence_sections(tables: Sequence[Table]) -> list[Section]:
     sections = []
     for (dataset, size), group in by_data.items():
         s = Section(f"protect · {dataset} ({size}) · victim recall against victims and defences")
-        s.image(plots.recall_vs_defence(group), f"recall vs defence on {dataset}")
+        s.image(plots.recall_vs_defence(group), f"recall vs defence on {dataset} {size}")
         sections.append(s)
     return sections
 
@@ -184,7 +184,9 @@ def write_report(
 
 
 def _save_figures(sections: Sequence[Section], folder: Path) -> None:
-    """Each figure of the page also as a PNG file, numbered in page order."""
+    """Each figure of the page also as a PNG file, numbered in page order (the folder's old PNGs removed)."""
+    for old in folder.glob("*.png"):
+        old.unlink()
     images = [img for s in sections for img in s.images]
     for n, (alt, png) in enumerate(images, 1):
         slug = re.sub(r"[^a-z0-9]+", "-", alt.lower()).strip("-")[:80]
