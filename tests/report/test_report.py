@@ -30,10 +30,11 @@ def test_writes_every_kind_of_file(report):
 
 
 def test_a_second_report_replaces_the_figures(report, tmp_path):
-    files, store = report
+    _, store = report
+    files = write_report(store, tmp_path / "r")
     stale = files["figures"] / "99-stale.png"
     stale.write_bytes(b"\x89PNG old")
-    write_report(store, files["html"].parent)
+    write_report(store, tmp_path / "r")
     assert not stale.exists() and len(list(files["figures"].iterdir())) > 0
 
 
