@@ -13,6 +13,7 @@ term off in turn), and CCU's seconds at two training-set sizes with the same |U|
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from collections import defaultdict
@@ -25,12 +26,13 @@ from mmunlearn.bench.config import UnlearnGrid
 from mmunlearn.bench.unlearn_cell import request_for
 from mmunlearn.checkpoint import load_checkpoint
 from mmunlearn.data import DatasetSplits, ForgetRequest, load_dataset
-from mmunlearn.metrics.scenario_a import HEADLINE, ScenarioAData, gap_to_retrain, scenario_a_metrics
 from mmunlearn.models import MultimodalClassifier
+from mmunlearn.pipeline import request_metrics, run_request
 from mmunlearn.recipes import train_on_dataset
+from mmunlearn.records.scenarios import HEADLINE, gap_to_retrain
 from mmunlearn.results import MetricResult
 from mmunlearn.textfmt import format_table
-from mmunlearn.unlearn import UNLEARNERS
+from mmunlearn.unlearn import UNLEARNERS, UnlearnData
 
 ABLATIONS = {
     "ccu": {},
@@ -60,22 +62,10 @@ def run(
     seed: int,
 ) -> tuple[list[MetricResult], float]:
     """One method on one request: (metrics, seconds)."""
-    train = splits.train
-    config = {"seed": seed, "progress": False, **overrides}
-    if method == "retrain":
-        config.update(UnlearnGrid().method_config("retrain", seed)[1])
-    t0 = time.perf_counter()
-    new = UNLEARNERS.create(method, **config).unlearn(
-        model,
-        req.unlearn_set(train),
-        req.gold_standard_set(train),
-        original=model,
-        modalities=req.modalities,
-        validation=splits.val,
-    )
-    seconds = time.perf_counter() - t0
-    data = ScenarioAData(req.unlearn_set(train), req.retain_set(train), splits.test, splits.val)
-    return scenario_a_metrics(new, model, data), seconds  # type: ignore[arg-type]
+    fields = UnlearnGrid().method_config(method, seed)[1] if method == "retrain" else {"seed": seed}
+    unlearner = UNLEARNERS.create(method, **{**fields, "progress": False, **overrides})
+    result = run_request(model, splits.train, req, unlearner, validation=splits.val, test=splits.test)
+    return result.metrics, result.seconds
 
 
 def mean_std(values: list[float]) -> str:
@@ -111,17 +101,14 @@ def table(results: dict[str, list[tuple[list[MetricResult], float]]], retrain_ke
 def scaling(model: MultimodalClassifier, splits: DatasetSplits, seed: int) -> str:
     """CCU seconds with the same |U| and the retain set at full and at half size."""
     train = splits.train
-    req = ForgetRequest.random_fraction(train, 0.05, seed)
-    u = req.unlearn_set(train)
-    gold = req.gold_standard_set(train)
+    data = UnlearnData.from_request(ForgetRequest.random_fraction(train, 0.05, seed), train, splits.val)
+    gold = data.gold_standard
     half = gold.take(torch.randperm(len(gold), generator=torch.Generator().manual_seed(seed))[: len(gold) // 2])
     rows = []
     for label, retain in (("full D", gold), ("half D", half)):
         t0 = time.perf_counter()
-        UNLEARNERS.create("ccu", seed=seed, progress=False).unlearn(
-            model, u, retain, original=model, validation=splits.val
-        )
-        rows.append([label, len(retain), len(u), time.perf_counter() - t0])
+        UNLEARNERS.create("ccu", seed=seed, progress=False).unlearn(model, dataclasses.replace(data, gold_standard=retain))
+        rows.append([label, len(retain), len(data.unlearn), time.perf_counter() - t0])
     rows.append(["ratio full/half", "", "", rows[0][3] / rows[1][3]])
     return format_table(["training set", "|D|", "|U|", "ccu seconds"], rows, digits=2)
 
@@ -145,16 +132,8 @@ def main() -> None:
     for seed in args.seeds:
         model = originals[seed] = original(args.size, seed, work)
         req = request_for(args.request, splits, seed)
-        results["original"].append(
-            (
-                scenario_a_metrics(
-                    model,
-                    model,
-                    ScenarioAData(req.unlearn_set(splits.train), req.retain_set(splits.train), splits.test, splits.val),
-                ),
-                0.0,
-            )
-        )
+        data = UnlearnData.from_request(req, splits.train, splits.val)
+        results["original"].append((request_metrics(model, model, data, splits.test), 0.0))
         for label, (method, overrides) in variants.items():
             results[label].append(run(method, overrides, model, req, splits, seed))
             print(f"seed {seed}: {label} done in {results[label][-1][1]:.1f} s", flush=True)

@@ -34,8 +34,9 @@ from mmunlearn.data.store import DatasetSplits
 from mmunlearn.overrides import parse_value
 from mmunlearn.protect import PROTECTORS, ProtectedDataset
 from mmunlearn.protect.defences import DEFENCES
-from mmunlearn.protect.victim import VICTIM_METRICS, VictimConfig, VictimResult, train_victim
+from mmunlearn.records.scenarios import VICTIM_METRICS
 from mmunlearn.textfmt import format_table
+from mmunlearn.victim import VictimConfig, VictimResult, train_victim
 
 COLUMNS = list(VICTIM_METRICS)
 

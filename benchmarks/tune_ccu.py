@@ -29,7 +29,7 @@ from mmunlearn.evaluate import classifier_logits
 from mmunlearn.metrics.functional import accuracy
 from mmunlearn.models import MultimodalClassifier
 from mmunlearn.textfmt import format_table
-from mmunlearn.unlearn import UNLEARNERS
+from mmunlearn.unlearn import UNLEARNERS, UnlearnData
 
 GRID: dict[str, list[Any]] = {
     "epochs": [2, 3],
@@ -51,7 +51,8 @@ def main() -> None:
     splits = load_dataset("av-digits", args.size, 0)
     model = original(args.size, args.seed, Path(args.work))
     req = ForgetRequest.random_fraction(splits.train, 0.1, args.seed)
-    u, gold = req.unlearn_set(splits.train), req.gold_standard_set(splits.train)
+    data = UnlearnData.from_request(req, splits.train, splits.val)
+    u = data.unlearn
     target = acc(model, splits.val, "image")
     base_val, base_audio = acc(model, splits.val, None), acc(model, u, "audio")
     print(f"original: image-only U {acc(model, u, 'image'):.3f}, target (image-only val) {target:.3f}, "
@@ -60,9 +61,7 @@ def main() -> None:
     for values in itertools.product(*GRID.values()):
         config = dict(zip(GRID, values, strict=True))
         t0 = time.perf_counter()
-        new = UNLEARNERS.create("ccu", seed=args.seed, progress=False, **config).unlearn(
-            model, u, gold, original=model, validation=splits.val
-        )
+        new = UNLEARNERS.create("ccu", seed=args.seed, progress=False, **config).unlearn(model, data)
         secs = time.perf_counter() - t0
         img, val, aud = acc(new, u, "image"), acc(new, splits.val, None), acc(new, u, "audio")
         parts = (abs(img - target), max(0.0, base_val - val), max(0.0, base_audio - aud))

@@ -5,7 +5,7 @@ import torch
 
 from mmunlearn.checkpoint import load_checkpoint, read_manifest, save_checkpoint, state_sha256
 from mmunlearn.errors import CheckpointError
-from mmunlearn.train import build_model
+from mmunlearn.models import build_model
 
 CFG = {"input_shapes": {"image": [1, 16, 16], "audio": [8, 16]}, "num_classes": 4, "feat_dim": 8, "width": 4}
 

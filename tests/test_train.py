@@ -13,7 +13,8 @@ import torch
 from mmunlearn.checkpoint import load_checkpoint
 from mmunlearn.errors import CheckpointError, ConfigError, DivergenceError
 from mmunlearn.evaluate import evaluate
-from mmunlearn.train import TrainConfig, build_model, lr_at, train
+from mmunlearn.models import build_model
+from mmunlearn.train import TrainConfig, lr_at, train_model
 from toy import make_av
 
 CFG = {"input_shapes": {"image": [1, 16, 16], "audio": [8, 16]}, "num_classes": 4, "feat_dim": 8, "width": 4}
@@ -29,8 +30,8 @@ def _same(a, b):
 
 
 def test_training_learns_and_is_deterministic(tiny_av):
-    a = train(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST)
-    b = train(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST)
+    a = train_model(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST)
+    b = train_model(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST)
     assert _same(_weights(a.model), _weights(b.model))
     assert a.history[-1]["loss"] < a.history[0]["loss"]
     acc = {m.name: m.value for m in evaluate(a.model, {"train": tiny_av})}
@@ -41,7 +42,7 @@ def test_global_rng_is_left_alone(tiny_av):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    train(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST.replace(epochs=1))
+    train_model(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST.replace(epochs=1))
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -49,9 +50,9 @@ def test_resume_from_checkpoint_gives_the_same_weights(tmp_path, tiny_av, monkey
     import importlib
 
     T = importlib.import_module("mmunlearn.train")
-    full = train(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST)
+    full = train_model(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST)
     calls = {"n": 0}
-    real_step = T._step
+    real_step = T.optimizer_step
 
     def interrupted_step(*args, **kwargs):
         calls["n"] += 1
@@ -59,15 +60,15 @@ def test_resume_from_checkpoint_gives_the_same_weights(tmp_path, tiny_av, monkey
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(T, "_step", interrupted_step)
+    monkeypatch.setattr(T, "optimizer_step", interrupted_step)
     with pytest.raises(KeyboardInterrupt):
-        train(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST, out_dir=tmp_path)
-    monkeypatch.setattr(T, "_step", real_step)
+        train_model(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST, out_dir=tmp_path)
+    monkeypatch.setattr(T, "optimizer_step", real_step)
     assert json.loads((tmp_path / "manifest.json").read_text())["training"]["epoch"] == 2
-    resumed = train(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST, out_dir=tmp_path)
+    resumed = train_model(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST, out_dir=tmp_path)
     assert resumed.resumed_from == 2 and resumed.epochs_run == 2
     assert _same(_weights(full.model), _weights(resumed.model))
-    again = train(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST, out_dir=tmp_path)
+    again = train_model(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST, out_dir=tmp_path)
     assert again.epochs_run == 0 and _same(_weights(full.model), _weights(again.model))
 
 
@@ -76,15 +77,16 @@ KILL_SCRIPT = textwrap.dedent(
     import importlib, sys, time
     sys.path.insert(0, {tests!r})
     from toy import make_av
-    from mmunlearn.train import TrainConfig, build_model, train
-    T = importlib.import_module("mmunlearn.train")  # the module (the package re-exports the function)
-    slow_step = T._step
+    from mmunlearn.models import build_model
+    from mmunlearn.train import TrainConfig, train_model
+    T = importlib.import_module("mmunlearn.train")
+    slow_step = T.optimizer_step
     def step(*a, **k):
         time.sleep(0.01)  # slow enough to be killed mid-run
         return slow_step(*a, **k)
-    T._step = step
+    T.optimizer_step = step
     cfg = {cfg!r}
-    train(build_model("multimodal-classifier", 0, **cfg), make_av(), TrainConfig(**{train!r}), out_dir=sys.argv[1])
+    train_model(build_model("multimodal-classifier", 0, **cfg), make_av(), TrainConfig(**{train!r}), out_dir=sys.argv[1])
     """
 )
 
@@ -105,16 +107,16 @@ def test_resume_after_kill_gives_the_same_final_weights(tmp_path, tiny_av):
     state = json.loads((out / "manifest.json").read_text())["training"]
     assert not state["finished"], "the run finished before it could be killed"
     load_checkpoint(out)  # what the kill left behind is a complete, verified checkpoint
-    resumed = train(build_model("multimodal-classifier", 0, **CFG), tiny_av, config, out_dir=out)
+    resumed = train_model(build_model("multimodal-classifier", 0, **CFG), tiny_av, config, out_dir=out)
     assert resumed.resumed_from >= 2
-    straight = train(build_model("multimodal-classifier", 0, **CFG), tiny_av, config)
+    straight = train_model(build_model("multimodal-classifier", 0, **CFG), tiny_av, config)
     assert _same(_weights(straight.model), _weights(resumed.model))
 
 
 def test_other_run_in_out_dir_is_refused(tmp_path, tiny_av):
-    train(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST.replace(epochs=1), out_dir=tmp_path)
+    train_model(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST.replace(epochs=1), out_dir=tmp_path)
     with pytest.raises(CheckpointError, match="different run"):
-        train(build_model("multimodal-classifier", 0, **CFG), make_av(seed=9), FAST.replace(epochs=1), out_dir=tmp_path)
+        train_model(build_model("multimodal-classifier", 0, **CFG), make_av(seed=9), FAST.replace(epochs=1), out_dir=tmp_path)
 
 
 def test_divergence_restores_last_good_weights(tiny_av):
@@ -122,7 +124,7 @@ def test_divergence_restores_last_good_weights(tiny_av):
     before = _weights(model)
     bad = tiny_av.with_inputs(image=torch.full_like(tiny_av.inputs["image"], 1e38))
     with pytest.raises(DivergenceError, match="restored the weights"):
-        train(model, bad, FAST)
+        train_model(model, bad, FAST)
     assert _same(before, _weights(model))
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())
 
@@ -133,7 +135,7 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="unknown TrainConfig key"):
         FAST.replace(epochz=3)
     with pytest.raises(ConfigError, match="empty dataset"):
-        train(build_model("multimodal-classifier", 0, **CFG), make_av().take(torch.tensor([], dtype=torch.long)), FAST)
+        train_model(build_model("multimodal-classifier", 0, **CFG), make_av().take(torch.tensor([], dtype=torch.long)), FAST)
 
 
 def test_lr_schedule():

@@ -1,25 +1,68 @@
 """mmunlearn: multimodal machine unlearning, unlearnable examples, and one evaluation harness.
 
-The small public API::
+The library API (see the README's "Python API")::
 
-    from mmunlearn import load_dataset, ForgetRequest, train, TrainConfig, evaluate
+    import mmunlearn
+    splits = mmunlearn.load_dataset("av-digits", "small")
+    request = mmunlearn.ForgetRequest.random_fraction(splits.train, 0.1, seed=0)
+    result = mmunlearn.forget(model, splits, request, method="ccu", epochs=2)
+
+Names are imported on first use, so that ``import mmunlearn.report`` (which only reads records) does
+not load torch models and methods.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import DATASETS, ForgetRequest, MultimodalDataset, Sample, load_dataset
-from .evaluate import evaluate
-from .models import MODELS, DualEncoder, MultimodalClassifier
-from .registry import Registry
-from .results import MetricResult, RunRecord
-from .train import TrainConfig, train
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
+from .versions import __version__
+
+# public name -> module that defines it
+_EXPORTS = {
+    "forget": "api",
+    "protect": "api",
+    "bench": "api",
+    "report": "api",
+    "ForgetResult": "pipeline",
+    "UnlearnData": "unlearn.base",
+    "UNLEARNERS": "unlearn",
+    "PROTECTORS": "protect",
+    "DATASETS": "data",
+    "MODELS": "models",
+    "ForgetRequest": "data",
+    "MultimodalDataset": "data",
+    "DatasetSplits": "data",
+    "Sample": "data",
+    "load_dataset": "data",
+    "Classifier": "models.protocols",
+    "DualEncoderModel": "models.protocols",
+    "ClassifierAdapter": "models.adapter",
+    "DualEncoder": "models",
+    "MultimodalClassifier": "models",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "evaluate": "evaluate",
+    "MetricResult": "results",
+    "RunRecord": "results",
+    "Registry": "registry",
+    "TrainConfig": "train",
+    "train_model": "train",
+}
+
+__all__ = [  # noqa: RUF022 (the version first, then the names of _EXPORTS)
+    "__version__",
     "DATASETS",
     "MODELS",
+    "PROTECTORS",
+    "UNLEARNERS",
+    "Classifier",
+    "ClassifierAdapter",
+    "DatasetSplits",
     "DualEncoder",
+    "DualEncoderModel",
     "ForgetRequest",
+    "ForgetResult",
     "MetricResult",
     "MultimodalClassifier",
     "MultimodalDataset",
@@ -27,10 +70,44 @@ __all__ = [
     "RunRecord",
     "Sample",
     "TrainConfig",
-    "__version__",
+    "UnlearnData",
+    "bench",
     "evaluate",
+    "forget",
     "load_checkpoint",
     "load_dataset",
+    "protect",
+    "report",
     "save_checkpoint",
-    "train",
+    "train_model",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mmunlearn' has no attribute {name!r}")
+    module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+    value = module if name == _EXPORTS[name] and not hasattr(module, name) else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:
+    from .api import bench, forget, protect, report
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .data import DATASETS, DatasetSplits, ForgetRequest, MultimodalDataset, Sample, load_dataset
+    from .evaluate import evaluate
+    from .models import MODELS, DualEncoder, MultimodalClassifier
+    from .models.adapter import ClassifierAdapter
+    from .models.protocols import Classifier, DualEncoderModel
+    from .pipeline import ForgetResult
+    from .protect import PROTECTORS
+    from .registry import Registry
+    from .results import MetricResult, RunRecord
+    from .train import TrainConfig, train_model
+    from .unlearn import UNLEARNERS
+    from .unlearn.base import UnlearnData

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -36,6 +34,7 @@ from .fileio import (
     tensors_to_bytes,
 )
 from .models import MODELS, MultimodalModel
+from .versions import versions
 
 FORMAT = "mmunlearn-checkpoint/1"
 MANIFEST = "manifest.json"
@@ -43,18 +42,6 @@ WEIGHTS = "model.safetensors"
 TRAIN_STATE = "train_state.safetensors"
 
 log = logging.getLogger(__name__)
-
-
-def versions() -> dict[str, str]:
-    """Versions of the software that produced a result (stored in manifests, receipts and records)."""
-    from . import __version__
-
-    return {
-        "mmunlearn": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-    }
 
 
 def state_sha256(model: torch.nn.Module) -> str:
@@ -154,6 +141,7 @@ def load_checkpoint(folder: str | Path, *, map_location: str | torch.device = "c
     try:
         model = MODELS.create(manifest["model"], **manifest["config"])
         model.load_state_dict(weights)
+        assert isinstance(model, MultimodalModel)
     except (KeyError, RuntimeError, TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {folder} does not fit model {manifest.get('model')!r}: {e}") from e
     state = _load_verified(folder, TRAIN_STATE, files[TRAIN_STATE]) if TRAIN_STATE in files else None

@@ -12,9 +12,9 @@ from .checkpoint import read_manifest, save_checkpoint
 from .data import DATASETS, DatasetSplits, load_dataset
 from .errors import ConfigError
 from .evaluate import evaluate
-from .models import MultimodalModel
+from .models import MultimodalModel, build_model
 from .results import MetricResult
-from .train import TrainConfig, TrainResult, build_model, train
+from .train import TrainConfig, TrainResult, train_model
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def train_on_dataset(
     splits = load_dataset(dataset, size, data_seed, data_dir, progress=progress)
     model = new_model(splits, seed, recipe)
     provenance = {"dataset": dataset, "size": size, "data_seed": data_seed, "train": config.identity()}
-    result = train(model, splits.train, config, out_dir=out_dir, provenance=provenance, device=device)
+    result = train_model(model, splits.train, config, out_dir=out_dir, provenance=provenance, device=device)
     metrics = evaluate(result.model, {"train": splits.train, "val": splits.val, "test": splits.test})
     save_checkpoint(
         Path(out_dir),

@@ -6,8 +6,8 @@ import statistics
 
 import pytest
 
-from mmunlearn.bench.aggregate import aggregate, competition_ranks
 from mmunlearn.metrics.scenario_a import HEADLINE
+from mmunlearn.records.aggregate import aggregate, competition_ranks
 from mmunlearn.results import MetricResult, RunRecord
 
 METRICS = [("acc_fused", "test", True), ("acc_image", "unlearn", None), ("mia_svc", "unlearn", None)]

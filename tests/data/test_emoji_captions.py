@@ -24,7 +24,7 @@ from mmunlearn.data.emoji_captions import (
     font_path,
     render_scene,
 )
-from mmunlearn.models.tokenizer import WordTokenizer
+from mmunlearn.data.tokenizer import WordTokenizer
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 
 from mmunlearn.data.builder import DATASETS, SPLITS, BuiltData
 from mmunlearn.data.shapes_captions import COLORS, NAME, SHAPES, ShapesCaptions, all_scenes
-from mmunlearn.models.tokenizer import WordTokenizer
+from mmunlearn.data.tokenizer import WordTokenizer
 
 _CAPTION = re.compile(r"^an? (\w+) (\w+) (left of|above) an? (\w+) (\w+)$")
 

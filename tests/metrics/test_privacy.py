@@ -9,7 +9,8 @@ from sklearn.svm import SVC
 
 from mmunlearn.metrics.functional import auc, linear_cka, loss_threshold_auc, svc_mia_efficacy, true_label_confidence
 from mmunlearn.metrics.scenario_a import ScenarioAData, membership
-from mmunlearn.train import TrainConfig, build_model, train
+from mmunlearn.models import build_model
+from mmunlearn.train import TrainConfig, train_model
 from toy import make_av
 
 
@@ -80,8 +81,8 @@ def test_membership_scores_separate_seen_from_unseen():
     test = make_av(64, seed=1, name="test")
     test.labels = torch.randint(0, 4, (64,), generator=torch.Generator().manual_seed(6))
     cfg = TrainConfig(epochs=40, batch_size=16, lr=3e-3, progress=False)
-    seen = train(build_model("multimodal-classifier", 0, **CFG), data, cfg).model
-    unseen = train(build_model("multimodal-classifier", 0, **CFG), rest, cfg).model
+    seen = train_model(build_model("multimodal-classifier", 0, **CFG), data, cfg).model
+    unseen = train_model(build_model("multimodal-classifier", 0, **CFG), rest, cfg).model
     d = ScenarioAData(unlearn=target, retain=rest, test=test)
     s = {r.name: r.value for r in membership(seen, d)}
     u = {r.name: r.value for r in membership(unseen, d)}

@@ -17,7 +17,7 @@ from mmunlearn.protect.minmin import (
     with_trigger,
 )
 from mmunlearn.protect.protected import prepend_triggers
-from mmunlearn.train import build_model
+from mmunlearn.models import build_model
 
 
 def tiny_model(seed: int = 0):

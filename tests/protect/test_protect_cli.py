@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from mmunlearn.cli.protect import add_commands
 from mmunlearn.errors import CheckpointError, ConfigError, DataError
 from mmunlearn.overrides import parse_sets, parse_value
 from mmunlearn.protect import ProtectedDataset
-from mmunlearn.protect.cli import add_commands
 
 TINY = ["--set", "outer_iters=1", "--set", "trigger_iters=1", "--set", "surrogate_steps=1", "--set", "pgd_steps=1",
         "--set", "hotflip_candidates=2"]  # fmt: skip

@@ -10,7 +10,7 @@ from mmunlearn.errors import ConfigError, DataError
 from mmunlearn.protect import PROTECTORS, ProtectedDataset
 from mmunlearn.protect.base import SURROGATE_ARCH
 from mmunlearn.protect.protected import noise_units
-from mmunlearn.train import build_model
+from mmunlearn.models import build_model
 
 TINY = {
     "clean": {},

@@ -7,7 +7,7 @@ import torch
 
 from mmunlearn.errors import ConfigError, DataError
 from mmunlearn.protect import PROTECTORS
-from mmunlearn.protect.victim import VictimConfig, train_victim, victim_seed, victim_training_set
+from mmunlearn.victim import VictimConfig, train_victim, victim_seed, victim_training_set
 
 
 def test_victim_seed_must_differ_from_the_surrogates(shapes_small):

@@ -1,9 +1,8 @@
 """Benchmark grids: configs, the resumable runner, the results store and the aggregation of records."""
 
-from .aggregate import Row, Table, aggregate
+from ..records import ResultStore, Row, StoreLockedError, Table, aggregate, read_records
 from .config import BenchConfig, ProtectGrid, UnlearnGrid, load_config, parse_config
 from .runner import BenchOutcome, run_bench
-from .store import ResultStore, StoreLockedError, read_records
 
 __all__ = [
     "BenchConfig",

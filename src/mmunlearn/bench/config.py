@@ -41,15 +41,15 @@ import yaml
 from ..data import DATASETS
 from ..data.builder import SIZES
 from ..errors import ConfigError
-from ..metrics.scenario_a import METRIC_NAMES
 from ..protect import PROTECTORS
-from ..protect.victim import VICTIM_METRICS, VictimConfig
 from ..recipes import recipe_for
+from ..records.scenarios import SCENARIO_A_METRICS as METRIC_NAMES
+from ..records.scenarios import VICTIM_METRICS
 from ..train import TrainConfig
-from ..unlearn import UNLEARNERS
+from ..unlearn import UNLEARNERS, retrain_config
+from ..victim import VictimConfig
 
 REQUESTS = ("random", "identity")
-RETRAIN_FIELDS = ("epochs", "lr", "batch_size", "weight_decay", "warmup_epochs")
 
 
 @dataclass(frozen=True)
@@ -98,11 +98,9 @@ class UnlearnGrid:
     def method_config(self, label: str, seed: int) -> tuple[str, dict[str, Any]]:
         """A row's method key and the config fields it runs with (retrain trains like the original)."""
         method, fields = self.rows()[label]
-        config = {"seed": seed, **fields}
         if method == "retrain":
-            schedule = self.train_config()
-            config = {**{k: getattr(schedule, k) for k in RETRAIN_FIELDS}, **config}
-        return method, config
+            return method, retrain_config(self.train_config().replace(seed=seed), **fields)
+        return method, {"seed": seed, **fields}
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from ..data import DatasetSplits
 from ..fileio import canonical_json, sha256_bytes
 from ..protect import PROTECTORS, ProtectedDataset
 from ..protect.protected import dataset_source
-from ..protect.victim import train_victim
 from ..results import RunRecord
+from ..victim import train_victim
 from .cells import Cell, keep, resolved
 from .config import ProtectGrid
 

@@ -19,13 +19,13 @@ import torch
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from ..checkpoint import versions
 from ..data import DatasetSplits, load_dataset
+from ..records.store import ResultStore, latest_by_cell
 from ..results import RunRecord
+from ..versions import versions
 from .cells import Cell, bench_cells
 from .config import BenchConfig
 from .protect_cell import ProtectCells
-from .store import ResultStore, latest_by_cell
 from .unlearn_cell import UnlearnCells
 
 log = logging.getLogger(__name__)

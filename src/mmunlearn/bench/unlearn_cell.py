@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,16 +10,18 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import load_checkpoint, read_manifest, versions
+from ..checkpoint import load_checkpoint, read_manifest
 from ..data import DatasetSplits, ForgetRequest
 from ..data.core import MultimodalDataset
-from ..evaluate import eval_mode
 from ..fileio import atomic_write_json, canonical_json, sha256_bytes
-from ..metrics.scenario_a import ScenarioAData, scenario_a_metrics
-from ..models import MultimodalClassifier, MultimodalModel
+from ..models import MultimodalClassifier
+from ..models.protocols import Classifier
+from ..pipeline import request_metrics, run_request
 from ..recipes import recipe_for, train_on_dataset
 from ..results import RunRecord
-from ..unlearn import UNLEARNERS
+from ..runtime import eval_mode
+from ..unlearn import UNLEARNERS, UnlearnData
+from ..versions import versions
 from .cells import Cell, keep, resolved
 from .config import UnlearnGrid
 
@@ -38,7 +39,7 @@ def request_for(kind: str, splits: DatasetSplits, seed: int, fraction: float = 0
     return ForgetRequest.identities(splits.train, fonts[start : start + 2])
 
 
-def feature_projection(model: MultimodalClassifier, data: MultimodalDataset, limit: int = 300) -> dict[str, list[Any]]:
+def feature_projection(model: Classifier, data: MultimodalDataset, limit: int = 300) -> dict[str, list[Any]]:
     """A 2-D PCA of the first ``limit`` image features of ``data`` (for the report's scatter plot).
 
     Returns:
@@ -90,22 +91,15 @@ class UnlearnCells:
         splits = self.data(grid.dataset, grid.size)
         model, train_seconds = self.original(grid, cell.seed)
         req = request_for(cell.request, splits, cell.seed, grid.fraction)
-        train = splits.train
-        data = ScenarioAData(req.unlearn_set(train), req.retain_set(train), splits.test, splits.val)
-        new: MultimodalModel = model
         if cell.label == "original":
+            data = UnlearnData.from_request(req, splits.train, splits.val)
+            metrics, new = request_metrics(model, model, data, splits.test), model
             method, config, seconds = "original", grid.train_config().replace(seed=cell.seed).identity(), train_seconds
         else:
             method, fields = grid.method_config(cell.label, cell.seed)
             unlearner = UNLEARNERS.create(method, **fields, progress=False)
-            config = resolved(unlearner.config)
-            t0 = time.perf_counter()
-            new = unlearner.unlearn(
-                model, data.unlearn, req.gold_standard_set(train), original=model,
-                modalities=req.modalities, validation=splits.val,
-            )  # fmt: skip
-            seconds = time.perf_counter() - t0
-        assert isinstance(new, MultimodalClassifier)
-        metrics = keep(scenario_a_metrics(new, model, data), grid.metrics)
+            result = run_request(model, splits.train, req, unlearner, validation=splits.val, test=splits.test)
+            metrics, new, data = result.metrics, result.model, result.data
+            config, seconds = resolved(unlearner.config), result.seconds
         extras = {"request_size": len(data.unlearn), "projection": feature_projection(new, data.unlearn)}
-        return RunRecord("unlearn", method, config, cell.seed, metrics, seconds, versions(), extras)
+        return RunRecord("unlearn", method, config, cell.seed, keep(metrics, grid.metrics), seconds, versions(), extras)

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..models.tokenizer import WordTokenizer
 from .builder import SPLITS
 from .core import SplitData
+from .tokenizer import WordTokenizer
 
 IMAGE_SIZE = 32
 # Token positions left free after the longest caption, so a protector can prepend a trigger.

@@ -7,6 +7,7 @@ a sample are zero tensors plus a presence mask (``present[modality]``) that mode
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -269,3 +270,14 @@ def from_split(
         vocab=vocab,
         name=name,
     )
+
+
+def data_fingerprint(dataset: MultimodalDataset) -> str:
+    """SHA-256 of the ids, inputs, labels and presence masks of a dataset (detects a different data set)."""
+    h = hashlib.sha256("\n".join(dataset.ids).encode())
+    tensors = [dataset.inputs[m] for m in sorted(dataset.inputs)] + [
+        dataset.present[m] for m in sorted(dataset.present)
+    ]
+    for t in [*tensors, *([dataset.labels] if dataset.labels is not None else [])]:
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -1,4 +1,4 @@
-"""Scenario A metric suite: visual unlearning in an audio-visual classifier (DESIGN.md section 4).
+"""Scenario A metric suite: visual unlearning in an audio-visual classifier.
 
 Every figure is a `MetricResult`; the forgetting metrics have ``higher_is_better=None`` because their
 target is the retrained model's value, not an extreme. `gap_to_retrain` turns a method's records and
@@ -8,7 +8,6 @@ retrain's into the headline "Avg. Gap".
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -16,34 +15,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.core import MultimodalDataset
-from ..evaluate import classifier_logits, eval_mode
-from ..models import MultimodalClassifier
+from ..models.protocols import Classifier
+from ..optim import make_optimizer, optimizer_step
+from ..records.scenarios import HEADLINE, SCENARIO_A_METRICS, gap_to_retrain
 from ..results import MetricResult
-from ..train import epoch_batches
+from ..runtime import epoch_batches, eval_mode, model_device, to_device
 from .functional import accuracy, linear_cka, loss_threshold_auc, svc_mia_efficacy, true_label_confidence
+from .outputs import LogitCache
 
-# Headline metrics averaged by the gap to retrain (SalUn's Avg. Gap, extended to the cross-modal ones).
-HEADLINE = (
-    ("acc_fused", "retain"),
-    ("acc_fused", "test"),
-    ("acc_image", "unlearn"),
-    ("acc_fused", "unlearn"),
-    ("acc_audio", "unlearn"),
-    ("mia_svc", "unlearn"),
-)
-
-# Every metric name `scenario_a_metrics` can produce for an image+audio classifier forgetting images
-# (the bench config checks its ``metrics:`` list against these; a test keeps the two in step).
-METRIC_NAMES = (
-    "acc_fused",
-    "acc_image",
-    "acc_audio",
-    "mia_svc",
-    "mia_svc_val",
-    "mia_loss_auc",
-    "retain_cka_image",
-    "relearn_acc_image",
-)
+REQUIRES = (Classifier,)
+"""The model protocol the scenario-A suite needs."""
+METRIC_NAMES = SCENARIO_A_METRICS
+__all__ = ["DEFAULT_RELEARN", "HEADLINE", "METRIC_NAMES", "RelearnConfig", "ScenarioAData", "gap_to_retrain", "scenario_a_metrics"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +52,9 @@ class RelearnConfig:
     seed: int = 0
 
 
+DEFAULT_RELEARN = RelearnConfig()
+
+
 @dataclass(frozen=True)
 class ScenarioAData:
     """The data of one request: U, the true retain set R, the test split and the validation split."""
@@ -80,24 +66,25 @@ class ScenarioAData:
     forget_modality: str = "image"
 
 
-def _acc(model: MultimodalClassifier, data: MultimodalDataset, modality: str | None) -> float:
+def _acc(logits: LogitCache, data: MultimodalDataset, modality: str | None) -> float:
     assert data.labels is not None
-    return accuracy(classifier_logits(model, data, modality), data.labels)
+    return accuracy(logits(data, modality), data.labels)
 
 
-def _conf(model: MultimodalClassifier, data: MultimodalDataset, modality: str) -> Tensor:
+def _conf(logits: LogitCache, data: MultimodalDataset, modality: str) -> Tensor:
     assert data.labels is not None
-    return true_label_confidence(classifier_logits(model, data, modality), data.labels)
+    return true_label_confidence(logits(data, modality), data.labels)
 
 
-def _loss(model: MultimodalClassifier, data: MultimodalDataset, modality: str) -> Tensor:
+def _loss(logits: LogitCache, data: MultimodalDataset, modality: str) -> Tensor:
     assert data.labels is not None
-    return F.cross_entropy(classifier_logits(model, data, modality), data.labels, reduction="none")
+    return F.cross_entropy(logits(data, modality), data.labels, reduction="none")
 
 
-def utility_and_forgetting(model: MultimodalClassifier, d: ScenarioAData) -> list[MetricResult]:
+def utility_and_forgetting(model: Classifier | LogitCache, d: ScenarioAData) -> list[MetricResult]:
     """Fused accuracy on R and test; forget-modality and fused accuracy on U; audio-only on U and test."""
-    kept = [m for m in model.modalities if m != d.forget_modality]
+    model = model if isinstance(model, LogitCache) else LogitCache(model)
+    kept = [m for m in model.model.modalities if m != d.forget_modality]
     out = [
         MetricResult("acc_fused", "retain", _acc(model, d.retain, None)),
         MetricResult("acc_fused", "test", _acc(model, d.test, None)),
@@ -112,7 +99,7 @@ def utility_and_forgetting(model: MultimodalClassifier, d: ScenarioAData) -> lis
     return out
 
 
-def membership(model: MultimodalClassifier, d: ScenarioAData) -> list[MetricResult]:
+def membership(model: Classifier | LogitCache, d: ScenarioAData) -> list[MetricResult]:
     """Membership inference on U's forgotten modality.
 
     * ``mia_svc``: the SalUn protocol (members = the first |test| retain samples, non-members = test);
@@ -120,17 +107,15 @@ def membership(model: MultimodalClassifier, d: ScenarioAData) -> list[MetricResu
       training data, so a held-out font or voice cannot pass for forgetting);
     * ``mia_loss_auc``: loss-threshold attack, AUC of U against test (0.5 = indistinguishable).
     """
+    model = model if isinstance(model, LogitCache) else LogitCache(model)
     m = d.forget_modality
-    members = d.retain.take(torch.arange(min(len(d.retain), len(d.test))))
+    retain_conf = _conf(model, d.retain, m)  # members: the first |non-members| retain samples
     target = _conf(model, d.unlearn, m)
-    out = [
-        MetricResult(
-            "mia_svc", "unlearn", svc_mia_efficacy(_conf(model, members, m), _conf(model, d.test, m), target), None
-        )
-    ]
+    test_conf = _conf(model, d.test, m)
+    out = [MetricResult("mia_svc", "unlearn", svc_mia_efficacy(retain_conf[: len(test_conf)], test_conf, target), None)]
     if d.validation is not None:
-        val_members = d.retain.take(torch.arange(min(len(d.retain), len(d.validation))))
-        score = svc_mia_efficacy(_conf(model, val_members, m), _conf(model, d.validation, m), target)
+        val_conf = _conf(model, d.validation, m)
+        score = svc_mia_efficacy(retain_conf[: len(val_conf)], val_conf, target)
         out.append(MetricResult("mia_svc_val", "unlearn", score, None))
     out.append(
         MetricResult(
@@ -140,61 +125,50 @@ def membership(model: MultimodalClassifier, d: ScenarioAData) -> list[MetricResu
     return out
 
 
-def structure(
-    model: MultimodalClassifier, original: MultimodalClassifier, d: ScenarioAData, limit: int = 2000
-) -> MetricResult:
+def structure(model: Classifier, original: Classifier, d: ScenarioAData, limit: int = 2000) -> MetricResult:
     """Linear CKA between the original's and the model's forget-modality features on retain samples."""
     m = d.forget_modality
     has = d.retain.present[m].nonzero().squeeze(1)[:limit]
     batch = d.retain.batch(has)
-    with eval_mode(model), eval_mode(original):
+    with eval_mode(model), eval_mode(original):  # type: ignore[arg-type]
         return MetricResult(f"retain_cka_{m}", "retain", linear_cka(original.embed(batch, m), model.embed(batch, m)))
 
 
-def relearn(model: MultimodalClassifier, d: ScenarioAData, config: RelearnConfig = RelearnConfig()) -> MetricResult:
+def relearn(model: Classifier, d: ScenarioAData, config: RelearnConfig | None = None) -> MetricResult:
     """Forget-modality accuracy on the rest of U after fine-tuning a copy on part of U's forgotten data.
 
     A method that only hid the knowledge (rather than removing it) recovers quickly; compare with retrain.
     """
+    config = config or DEFAULT_RELEARN
     m, n = d.forget_modality, len(d.unlearn)
     k = min(n - 1, max(8, round(config.fraction * n)))
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed))
     part, rest = d.unlearn.take(perm[:k]), d.unlearn.take(perm[k:])
     attacker = copy.deepcopy(model).eval()  # eval: normalisation statistics stay those of the model
-    opt = torch.optim.AdamW(attacker.parameters(), lr=config.lr)
-    device = next(attacker.parameters()).device
+    opt = make_optimizer(attacker, "adamw", config.lr)  # type: ignore[arg-type]
+    device = model_device(attacker)  # type: ignore[arg-type]
     for step in range(config.steps):
         idx = epoch_batches(len(part), config.batch_size, config.seed, step)[0]
-        batch = {key: v.to(device) for key, v in part.batch(idx).items()}
+        batch = to_device(part.batch(idx), device)
         loss = F.cross_entropy(attacker.modality_logits(batch, m), batch["label"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return MetricResult(f"relearn_acc_{m}", "unlearn", _acc(attacker, rest, m), None)
+        optimizer_step(attacker, opt, loss, None)  # type: ignore[arg-type]
+    return MetricResult(f"relearn_acc_{m}", "unlearn", _acc(LogitCache(attacker), rest, m), None)
 
 
 def scenario_a_metrics(
-    model: MultimodalClassifier,
-    original: MultimodalClassifier,
+    model: Classifier,
+    original: Classifier,
     data: ScenarioAData,
-    relearn_config: RelearnConfig = RelearnConfig(),
+    relearn_config: RelearnConfig | None = None,
 ) -> list[MetricResult]:
-    """Every scenario-A metric of one model (utility, forgetting, retention, privacy, structure, robustness)."""
+    """Every scenario-A metric of one model (utility, forgetting, retention, privacy, structure, robustness).
+
+    Each (dataset, modality) logits are computed once and shared by the metrics that need them.
+    """
+    logits = LogitCache(model)
     return [
-        *utility_and_forgetting(model, data),
-        *membership(model, data),
+        *utility_and_forgetting(logits, data),
+        *membership(logits, data),
         structure(model, original, data),
         relearn(model, data, relearn_config),
     ]
-
-
-def gap_to_retrain(
-    metrics: Sequence[MetricResult], retrain: Sequence[MetricResult], headline: Sequence[tuple[str, str]] = HEADLINE
-) -> float:
-    """Mean absolute difference from the retrained model over the headline metrics present in both."""
-    mine = {(r.name, r.split): r.value for r in metrics}
-    ref = {(r.name, r.split): r.value for r in retrain}
-    keys = [k for k in headline if k in mine and k in ref]
-    if not keys:
-        raise ValueError("no headline metric is present in both records")
-    return sum(abs(mine[k] - ref[k]) for k in keys) / len(keys)

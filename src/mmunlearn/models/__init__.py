@@ -1,9 +1,9 @@
 """Models: encoders, `MultimodalClassifier`, `DualEncoder`, the word tokenizer and the model registry."""
 
-from .base import MODELS, MultimodalModel
+from ..data.tokenizer import WordTokenizer
+from .base import MODELS, MultimodalModel, build_model, fresh_copy
 from .classifier import ClassifierConfig, MultimodalClassifier
 from .dual_encoder import DualEncoder, DualEncoderConfig, clip_loss
-from .tokenizer import WordTokenizer
 
 __all__ = [
     "MODELS",
@@ -13,5 +13,7 @@ __all__ = [
     "MultimodalClassifier",
     "MultimodalModel",
     "WordTokenizer",
+    "build_model",
     "clip_loss",
+    "fresh_copy",
 ]

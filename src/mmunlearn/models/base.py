@@ -1,36 +1,30 @@
-"""The model registry and the config plumbing shared by every model family."""
+"""The model registry and the base class of the built-in model families."""
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
+from ..configs import config_dict
 from ..errors import ConfigError
 from ..registry import Registry
 
 MODELS: Registry[nn.Module] = Registry("model")
 
 
-def make_config(cls: type, values: dict[str, Any]) -> Any:
-    """Instantiate the frozen config dataclass ``cls`` from ``values``; unknown keys are a `ConfigError`."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"unknown {cls.__name__} key(s) {unknown}; known keys: {sorted(known)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-
 class MultimodalModel(nn.Module):
-    """What every model offers the training loop, checkpoints and unlearning methods.
+    """What the built-in models share: a registry ``kind``, a frozen ``config`` that rebuilds them, a loss.
 
-    Subclasses set ``kind`` (the registry key), keep their frozen config in ``self.config`` and implement
-    `loss`: the model's own training objective on a batch (see `MultimodalDataset.batch`).
+    A user's own model does not need this class: it needs the capabilities of a protocol in
+    `mmunlearn.models.protocols` (see docs/own-model.md).
     """
 
     kind: ClassVar[str]
     modalities: tuple[str, ...]
+    config: Any
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         """The training objective on one batch (a scalar)."""
@@ -38,4 +32,42 @@ class MultimodalModel(nn.Module):
 
     def config_dict(self) -> dict[str, Any]:
         """The constructor keywords that rebuild this model (JSON-ready)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self.config).items()}  # type: ignore[attr-defined]
+        return config_dict(self.config)
+
+
+def build_model(kind: str, seed: int, **config: Any) -> nn.Module:
+    """Create a registered model with initial weights drawn from ``seed`` (global RNG left untouched)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return MODELS.create(kind, **config)
+
+
+def fresh_copy(model: nn.Module, seed: int) -> nn.Module:
+    """The architecture of ``model`` with new initial weights drawn from ``seed`` (global RNG left untouched).
+
+    A registered model is rebuilt from its kind and config, exactly as it was first built. Any other
+    module is copied and every submodule's ``reset_parameters()`` is called; a parameter that no
+    ``reset_parameters`` covers is an error (its initial value would be the trained one).
+
+    Raises:
+        ConfigError: a user model with parameters that cannot be re-initialised.
+    """
+    if isinstance(model, MultimodalModel) and getattr(model, "kind", None) in MODELS:
+        return build_model(model.kind, seed, **model.config_dict()).to(next(model.parameters()).device)
+    fresh = copy.deepcopy(model)
+    covered: set[int] = set()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for module in fresh.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+                covered |= {id(p) for p in module.parameters(recurse=False)}
+    stale = [name for name, p in fresh.named_parameters() if id(p) not in covered]
+    if stale:
+        raise ConfigError(
+            f"cannot re-initialise {type(model).__name__} for retraining: no reset_parameters() covers "
+            f"{', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}; give the module that owns them a "
+            "reset_parameters() method (see docs/own-model.md)"
+        )
+    return fresh

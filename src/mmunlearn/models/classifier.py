@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..configs import make_config
 from ..errors import DataError
-from .base import MODELS, MultimodalModel, make_config
+from .base import MODELS, MultimodalModel
 from .encoders import ConvEncoder
 
 

@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..configs import make_config
+from ..data.tokenizer import WordTokenizer
 from ..errors import ConfigError
-from .base import MODELS, MultimodalModel, make_config
+from .base import MODELS, MultimodalModel
 from .encoders import ConvEncoder, ResNetEncoder, TextEncoder
-from .tokenizer import WordTokenizer
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,10 @@ class DualEncoder(MultimodalModel):
     def encode_text(self, ids: Tensor, token_embeddings: Tensor | None = None) -> Tensor:
         """(B, L) token ids -> (B, embed_dim) L2-normalised embeddings (see `TextEncoder.forward`)."""
         return F.normalize(self.text_encoder(ids, token_embeddings), dim=-1)
+
+    def token_embedding(self) -> nn.Embedding:
+        """The text tower's token embedding table."""
+        return self.text_encoder.token
 
     def encode_captions(self, captions: list[str]) -> Tensor:
         """Raw captions -> (B, embed_dim) embeddings, through the tokenizer saved with the model."""

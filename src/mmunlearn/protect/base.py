@@ -20,12 +20,13 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from ..configs import make_config
 from ..data.core import MultimodalDataset
 from ..errors import ConfigError, DataError
-from ..models import DualEncoder
-from ..models.base import make_config
+from ..models import DualEncoder, build_model
+from ..models.protocols import DualEncoderModel, require
 from ..registry import Registry
-from ..train import build_model, seeded
+from ..runtime import seeded
 from .protected import FIRST_WORD_ID, ProtectedDataset, dataset_source, noise_units, quantize_noise, trigger_budget
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,8 @@ class Protector:
         changes: the modalities it perturbs (``"image"``: noise, ``"text"``: triggers).
         supported_data: modalities a dataset must carry.
         uses_surrogate: whether it trains a surrogate model (so victims must use another seed).
+        stage: the intervention stage of the survey (protectors act on the data).
+        requires: the model protocols a surrogate must satisfy.
         Config: its frozen config dataclass.
     """
 
@@ -133,6 +136,8 @@ class Protector:
     changes: ClassVar[tuple[str, ...]] = ()
     supported_data: ClassVar[tuple[str, ...]] = ("image", "text")
     uses_surrogate: ClassVar[bool] = False
+    stage: ClassVar[str] = "data-side"
+    requires: ClassVar[tuple[type, ...]] = (DualEncoderModel,)
     Config: ClassVar[type[ProtectConfig]] = ProtectConfig
 
     def __init__(self, **overrides: Any) -> None:
@@ -221,8 +226,9 @@ class Protector:
             raise DataError(f"dataset {dataset.name!r} has no real words to build triggers from")
 
     def _validate_surrogate(self, dataset: MultimodalDataset, surrogate: DualEncoder) -> None:
+        require(surrogate, self.requires, f"protector {self.name!r} (its surrogate)")
         if not isinstance(surrogate, DualEncoder):
-            raise ConfigError(f"the surrogate must be a DualEncoder, got {type(surrogate).__name__}")
+            return
         c = surrogate.config
         if tuple(c.image_shape) != tuple(dataset.inputs["image"].shape[1:]):
             raise ConfigError(f"surrogate image shape {tuple(c.image_shape)} does not fit the dataset's images")
@@ -238,7 +244,7 @@ class Protector:
             return copy.deepcopy(surrogate)
         if dataset.vocab is None:
             raise DataError(f"dataset {dataset.name!r} has no vocabulary: pass a surrogate model")
-        model = build_model(
+        return build_model(  # type: ignore[return-value]
             "dual-encoder",
             self.config.seed,
             image_shape=list(dataset.inputs["image"].shape[1:]),
@@ -246,7 +252,6 @@ class Protector:
             text_len=int(dataset.inputs["text"].shape[1]),
             **SURROGATE_ARCH,
         )
-        return model  # type: ignore[return-value]
 
 
 def vocab_size(dataset: MultimodalDataset) -> int:

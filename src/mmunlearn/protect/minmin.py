@@ -273,10 +273,10 @@ def hotflip_candidates(
     """
     k = triggers.shape[1]
     ids = with_trigger(captions, triggers)
-    emb = model.text_encoder.token(ids).detach().requires_grad_(True)
+    emb = model.token_embedding()(ids).detach().requires_grad_(True)
     loss = clip_loss(image_emb, model.encode_text(ids, emb), model.logit_scale())
     (grad,) = torch.autograd.grad(loss, emb)
-    table = model.text_encoder.token.weight[FIRST_WORD_ID:vocab]  # (V', dim), special tokens excluded
+    table = model.token_embedding().weight[FIRST_WORD_ID:vocab]  # (V', dim), special tokens excluded
     score = -(grad[:, :k] @ table.T)  # first-order loss decrease of swapping in each word
     return score.topk(min(count, len(table)), dim=-1).indices + FIRST_WORD_ID
 

@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from torch import Tensor
 
-from ..data.core import MultimodalDataset
+from ..data.core import MultimodalDataset, data_fingerprint
 from ..errors import CheckpointError, DataError
 from ..fileio import (
     atomic_write_bytes,
@@ -38,7 +38,6 @@ from ..fileio import (
     sha256_bytes,
     tensors_to_bytes,
 )
-from ..train import data_fingerprint
 
 FORMAT = "mmunlearn-protected/1"
 MANIFEST = "manifest.json"

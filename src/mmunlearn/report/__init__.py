@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..bench.aggregate import Table, aggregate
-from ..bench.store import latest_by_cell, read_records
 from ..errors import ConfigError
 from ..fileio import atomic_write_bytes, sha256_file
+from ..records.aggregate import Table, aggregate
+from ..records.store import latest_by_cell, read_records
 from ..results import RunRecord
 from . import plots
 from .html import Section, page

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from matplotlib.figure import Figure
 
-from ..bench.aggregate import Column, Table
+from ..records.aggregate import Column, Table
 from ..results import RunRecord
 
 

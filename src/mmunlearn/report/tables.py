@@ -6,9 +6,8 @@ import csv
 import io
 from collections.abc import Sequence
 
-from ..bench.aggregate import Column, Stat, Table
-from ..metrics.scenario_a import HEADLINE
-from ..protect.victim import VICTIM_METRICS
+from ..records.aggregate import Column, Stat, Table
+from ..records.scenarios import HEADLINE, VICTIM_METRICS
 from ..textfmt import format_table
 
 COST_HEADERS = {

@@ -13,6 +13,7 @@ from . import (  # noqa: F401  (importing registers the methods)
     salun,
     scrub,
 )
-from .base import UNLEARNERS, UnlearnConfig, Unlearner, present_only
+from .base import UNLEARNERS, Run, Step, UnlearnConfig, UnlearnData, Unlearner, present_only
+from .retrain import retrain_config
 
-__all__ = ["UNLEARNERS", "UnlearnConfig", "Unlearner", "present_only"]
+__all__ = ["UNLEARNERS", "Run", "Step", "UnlearnConfig", "UnlearnData", "Unlearner", "present_only", "retrain_config"]

@@ -1,275 +1,277 @@
-"""The `Unlearner` base: validation, a seeded shared loop with a progress bar and a divergence guard.
+"""The `Unlearner` contract: what a method is given, what it returns, and the shared loop.
 
 A request splits the training set into the unlearn set U (all of its data, so that a method can see
-what it must forget and what it must keep) and the retain set: the data a model retrained from
-scratch may use (R, plus U with the forgotten modalities missing for a visual-only request). Methods
-see U through `forget_view`: only the modalities to forget are present, so a model's fused logits on
-it are the logits of exactly the data to forget (image-only logits for visual unlearning).
+what it must forget and what it must keep), the true retain set R (the samples the request does not
+touch) and the gold-standard set: what a model retrained from scratch may use (R, plus U with the
+forgotten modalities missing for a visual-only request). `UnlearnData` carries them, frozen.
 
-Gradient methods override only `loss`; the loop calls it phase by phase:
+Methods see U through `Run.forget_view`: only the modalities to forget are present, so a model's fused
+logits on it are the logits of exactly the data to forget (image-only logits for visual unlearning).
+
+A method is stateless: ``Unlearner.unlearn(model, data)`` copies the model, calls ``prepare`` once to
+build the run's state (masks, targets...), and runs the shared loop, which hands ``loss`` a `Run`
+(data, frozen original, state) and a `Step` (batches, epoch, step counter). Gradient methods override
+only `loss`; the loop calls it phase by phase:
 
 * ``"paired"``: one unlearn batch and one retain batch per step; an epoch is one pass over U, so the
   cost grows with |U|, not with the training-set size;
-* ``"unlearn"``: a pass over U alone (``retain_batch`` is None);
-* ``"retain"``: a pass over the retain set alone (``unlearn_batch`` is None).
+* ``"unlearn"``: a pass over U alone (``step.retain`` is None);
+* ``"retain"``: a pass over the gold-standard set alone (``step.unlearn`` is None).
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..configs import config_defaults, make_config
 from ..data.core import MultimodalDataset
+from ..data.request import ForgetRequest
 from ..errors import ConfigError, DataError, DivergenceError
-from ..models import MultimodalModel
-from ..models.base import make_config
+from ..models.protocols import Classifier, require
+from ..optim import OptimConfig, optimizer_for, optimizer_step
 from ..registry import Registry
-from ..train import epoch_batches, seeded
+from ..runtime import Batch, epoch_batches, model_device, seeded, to_device
 
 log = logging.getLogger(__name__)
-Batch = dict[str, Tensor]
 
 
 @dataclass(frozen=True)
-class UnlearnConfig:
+class UnlearnConfig(OptimConfig):
     """Knobs every method shares (methods extend this dataclass with their own fields).
 
     Attributes:
-        epochs: passes of the method's phases.
-        lr: learning rate of the method's optimizer.
         batch_size: unlearn-set batch size.
-        retain_batch_size: retain-set batch size.
-        optimizer: ``"adamw"`` or ``"sgd"`` (SGD with momentum 0.9, as in the SalUn/Sparse code).
-        weight_decay: optimizer weight decay.
-        grad_clip: max gradient norm (None = off).
-        seed: seeds the data order and every random draw.
-        progress: progress bar (only on a terminal).
+        retain_batch_size: gold-standard-set batch size.
     """
 
-    epochs: int = 5
-    lr: float = 1e-3
-    batch_size: int = 64
     retain_batch_size: int = 128
-    optimizer: str = "adamw"
-    weight_decay: float = 0.0
-    grad_clip: float | None = 5.0
-    seed: int = 0
-    progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.epochs < 0:
-            raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"lr must be a positive number, got {self.lr}")
-        if self.batch_size < 1 or self.retain_batch_size < 1:
-            raise ConfigError("batch sizes must be >= 1")
-        if self.optimizer not in ("adamw", "sgd"):
-            raise ConfigError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        super().__post_init__()
+        if self.retain_batch_size < 1:
+            raise ConfigError(f"retain_batch_size must be >= 1, got {self.retain_batch_size}")
+
+
+@dataclass(frozen=True)
+class UnlearnData:
+    """The data of one forget request, as every method receives it.
+
+    Attributes:
+        unlearn: U, the samples of the request with all of their modalities.
+        gold_standard: what a model retrained from scratch trains on (R plus U without the forgotten
+            modalities); the loop's retain batches come from it.
+        modalities: the modalities to forget.
+        retain: R, the training samples the request does not touch (for metrics).
+        validation: data of the training distribution the original never trained on.
+    """
+
+    unlearn: MultimodalDataset
+    gold_standard: MultimodalDataset
+    modalities: frozenset[str] = frozenset({"image"})
+    retain: MultimodalDataset | None = None
+    validation: MultimodalDataset | None = None
+
+    @classmethod
+    def from_request(
+        cls, request: ForgetRequest, train: MultimodalDataset, validation: MultimodalDataset | None = None
+    ) -> UnlearnData:
+        """U, R and the gold-standard set of ``request`` on the training set ``train``, built once."""
+        return cls(
+            request.unlearn_set(train),
+            request.gold_standard_set(train),
+            frozenset(request.modalities),
+            request.retain_set(train),
+            validation,
+        )
+
+    @property
+    def forget_modality(self) -> str:
+        """The modality the forgetting metrics look at (image when it is forgotten)."""
+        return "image" if "image" in self.modalities else sorted(self.modalities)[0]
+
+
+S = TypeVar("S")
+C = TypeVar("C", bound=OptimConfig)
 
 
 @dataclass
-class UnlearnContext:
-    """Everything a method may look at besides the model (passed to `Unlearner.prepare` and `loss`)."""
+class Run(Generic[S]):
+    """One call of `Unlearner.unlearn`: its data, the frozen original (if the method asked) and its state."""
 
-    unlearn: MultimodalDataset
-    retain: MultimodalDataset | None
-    modalities: frozenset[str]
-    original: MultimodalModel | None
-    validation: MultimodalDataset | None
+    data: UnlearnData
+    original: Any
+    state: S
+
+    def forget_view(self, batch: Batch) -> Batch:
+        """The batch with only the modalities to forget present (the others marked missing)."""
+        return present_only(batch, self.data.modalities)
 
 
-class Unlearner:
+@dataclass(frozen=True)
+class Step:
+    """One optimiser step of the loop: its batches and where it stands."""
+
+    unlearn: Batch | None
+    retain: Batch | None
+    epoch: int
+    index: int = 0
+    total: int = 1
+
+
+class Unlearner(Generic[C, S]):
     """Base of every unlearning method (subclass, set the class attributes, register in `UNLEARNERS`).
 
     Attributes:
         name: registry key (= file name).
         paper: citation of the method.
-        requires_retain: the method needs the retain set.
+        stage: the intervention stage of the survey (``"training-time"`` for gradient methods).
+        requires: the model protocols the method can edit (see `mmunlearn.models.protocols`).
+        requires_retain: the method needs the gold-standard set.
         requires_original: the method needs a frozen copy of the original model.
-        supported_models: model kinds it can edit.
         Config: the method's frozen config dataclass.
         phases: the loop's phases per epoch (see the module docstring).
     """
 
     name: ClassVar[str]
     paper: ClassVar[str] = ""
+    stage: ClassVar[str] = "training-time"
+    requires: ClassVar[tuple[type, ...]] = (Classifier,)
     requires_retain: ClassVar[bool] = True
     requires_original: ClassVar[bool] = False
-    supported_models: ClassVar[tuple[str, ...]] = ("multimodal-classifier",)
-    Config: ClassVar[type[UnlearnConfig]] = UnlearnConfig
+    Config: ClassVar[type[OptimConfig]] = UnlearnConfig
     phases: ClassVar[tuple[str, ...]] = ("paired",)
+    config: C
 
     def __init__(self, **overrides: Any) -> None:
-        self.config = make_config(self.Config, overrides)
-        self.ctx: UnlearnContext | None = None
+        self.config = make_config(self.Config, overrides)  # type: ignore[assignment]
 
     # -- public entry point ---------------------------------------------------------------------
-    def unlearn(
-        self,
-        model: MultimodalModel,
-        unlearn_set: MultimodalDataset,
-        retain_set: MultimodalDataset | None,
-        *,
-        original: MultimodalModel | None = None,
-        modalities: Iterable[str] = ("image",),
-        validation: MultimodalDataset | None = None,
-    ) -> MultimodalModel:
-        """Return an edited copy of ``model`` that has forgotten ``modalities`` of ``unlearn_set``.
+    def unlearn(self, model: Any, data: UnlearnData, original: Any = None) -> Any:
+        """Return an edited copy of ``model`` that has forgotten ``data.modalities`` of ``data.unlearn``.
 
         Args:
-            model: the trained model (left untouched).
-            unlearn_set: U, with all of its modalities.
-            retain_set: what may be kept (R, plus U without the forgotten modalities for a partial request).
-            original: frozen original model (defaults to a copy of ``model`` for methods that need one).
-            modalities: the modalities to forget.
-            validation: data from the training distribution that the original never trained on.
+            model: the trained model (left untouched, train/eval mode included).
+            data: the request's data (`UnlearnData`).
+            original: the frozen original for methods that need one (default: ``model`` itself).
+
+        Returns:
+            The new model, in the train/eval mode ``model`` was in.
 
         Raises:
-            DataError / ConfigError: invalid inputs (checked before any work starts).
+            ConfigError: the model lacks a capability the method needs (the message names it).
+            DataError: invalid data (checked before any work starts).
             DivergenceError: the loss became NaN/inf; nothing is returned.
         """
-        mods = frozenset(modalities)
-        self._validate(model, unlearn_set, retain_set, mods)
+        self.validate(model, data)
         # copies, so that neither the caller's model nor its original change (not even requires_grad)
         work = copy.deepcopy(model).requires_grad_(True)
         frozen = copy.deepcopy(original if original is not None else model) if self.requires_original else None
         if frozen is not None:
             frozen.eval().requires_grad_(False)
-        self.ctx = UnlearnContext(unlearn_set, retain_set, mods, frozen, validation)
         with seeded(self.config.seed):
-            self.prepare(work)
-            self.run(work)
-        return work
+            run = Run(data, frozen, self.prepare(work, data, frozen))
+            self.run(work, run)
+        return work.train(model.training)
 
-    def _validate(
-        self, model: MultimodalModel, unlearn: MultimodalDataset, retain: MultimodalDataset | None, mods: frozenset[str]
-    ) -> None:
-        if model.kind not in self.supported_models:
-            raise ConfigError(f"{self.name} supports {list(self.supported_models)}, not {model.kind!r}")
-        if len(unlearn) == 0:
+    def validate(self, model: Any, data: UnlearnData) -> None:
+        """Check the model's capabilities and the data before any work."""
+        require(model, self.requires, f"unlearner {self.name!r}")
+        if len(data.unlearn) == 0:
             raise DataError("the unlearn set is empty: nothing to forget")
-        lacking = sorted(mods - set(model.modalities))
+        lacking = sorted(data.modalities - set(getattr(model, "modalities", ())))
         if lacking:
             raise DataError(f"cannot forget modality {lacking}: the model has {list(model.modalities)}")
-        if self.requires_retain and (retain is None or len(retain) == 0):
-            raise DataError(f"{self.name} needs the retain set, but none was given")
+        if self.requires_retain and len(data.gold_standard) == 0:
+            raise DataError(f"{self.name} needs data to keep, but the gold-standard set is empty")
 
     # -- hooks ------------------------------------------------------------------------------------
-    def prepare(self, model: MultimodalModel) -> None:
-        """Work done once before the loop (masks, targets...). Default: nothing."""
+    def prepare(self, model: Any, data: UnlearnData, original: Any) -> S:
+        """The run's initial state (masks, targets...), built once before the loop. Default: None."""
+        return None  # type: ignore[return-value]
 
-    def loss(self, model: MultimodalModel, unlearn_batch: Batch | None, retain_batch: Batch | None) -> Tensor:
+    def loss(self, model: Any, run: Run[S], step: Step) -> Tensor:
         """The method's objective on one step (see the phases in the module docstring)."""
         raise NotImplementedError
 
-    def after_step(self, model: MultimodalModel) -> None:
+    def after_step(self, model: Any, run: Run[S]) -> None:
         """Called after every optimizer step (e.g. to re-apply a mask). Default: nothing."""
 
-    def on_epoch_start(self, model: MultimodalModel, epoch: int) -> None:
+    def on_epoch_start(self, model: Any, run: Run[S], epoch: int) -> None:
         """Called before the first phase of every epoch. Default: nothing."""
 
     def phases_of(self, epoch: int) -> tuple[str, ...]:
         """The phases of ``epoch`` (0-based). Default: the class attribute ``phases``."""
         return self.phases
 
-    # -- views ------------------------------------------------------------------------------------
-    def forget_view(self, batch: Batch) -> Batch:
-        """The batch with only the modalities to forget present (the others marked missing)."""
-        return present_only(batch, self.ctx.modalities if self.ctx else frozenset())
-
     # -- the shared loop ------------------------------------------------------------------------
-    def make_optimizer(self, model: MultimodalModel) -> torch.optim.Optimizer:
-        """AdamW or SGD (momentum 0.9) over the trainable parameters."""
-        c = self.config
-        params = [p for p in model.parameters() if p.requires_grad]
-        if c.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=c.lr, momentum=0.9, weight_decay=c.weight_decay)
-        return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
-
-    def run(self, model: MultimodalModel) -> None:
+    def run(self, model: nn.Module, run: Run[S]) -> None:
         """The shared loop: every phase of every epoch, one optimizer step per batch."""
-        opt = self.make_optimizer(model)
+        opt = optimizer_for(model, self.config)
         plan = [(e, p) for e in range(self.config.epochs) for p in self.phases_of(e)]
-        total = sum(self.steps_per_epoch(p, e) for e, p in plan)
+        total = sum(self.steps_per_phase(run.data, p, e) for e, p in plan)
         bar = tqdm(total=total, desc=self.name, unit="step", disable=None if self.config.progress else True)
         good = copy.deepcopy(model.state_dict())
-        device = next(model.parameters()).device
+        device = model_device(model)
+        index = 0
         try:
             for epoch, phase in plan:
                 if phase == self.phases_of(epoch)[0]:
-                    self.on_epoch_start(model, epoch)
-                for u, r in self._batches(phase, epoch, device):
-                    self._step(model, opt, u, r, epoch, good)
+                    self.on_epoch_start(model, run, epoch)
+                for u, r in self._batches(run.data, phase, epoch, device):
+                    model.train()
+                    loss = self.loss(model, run, Step(u, r, epoch, index, total))
+                    if not torch.isfinite(loss):
+                        model.load_state_dict(good)
+                        raise DivergenceError(
+                            f"{self.name}: the loss became {float(loss.detach())} in epoch {epoch + 1}; the last good "
+                            "weights were restored and no model is returned (try a lower lr)"
+                        )
+                    optimizer_step(model, opt, loss, self.config.grad_clip)
+                    self.after_step(model, run)
+                    index += 1
                     bar.update(1)
                 good = copy.deepcopy(model.state_dict())
         finally:
             bar.close()
 
-    def _step(
-        self,
-        model: MultimodalModel,
-        opt: torch.optim.Optimizer,
-        u: Batch | None,
-        r: Batch | None,
-        epoch: int,
-        good: dict[str, Tensor],
-    ) -> None:
-        model.train()
-        loss = self.loss(model, u, r)
-        if not torch.isfinite(loss):
-            model.load_state_dict(good)
-            raise DivergenceError(
-                f"{self.name}: the loss became {float(loss.detach())} in epoch {epoch + 1}; the last good weights were "
-                "restored and no model is returned (try a lower lr)"
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.grad_clip)
-        opt.step()
-        self.after_step(model)
-
-    def steps_per_epoch(self, phase: str, epoch: int = 0) -> int:
+    def steps_per_phase(self, data: UnlearnData, phase: str, epoch: int = 0) -> int:
         """Optimizer steps in one phase of one epoch."""
-        u_idx, r_idx = self._index_batches(phase, epoch)
+        u_idx, r_idx = self._index_batches(data, phase, epoch)
         return len(r_idx) if phase == "retain" else len(u_idx)
 
-    def _index_batches(self, phase: str, epoch: int) -> tuple[list[Tensor], list[Tensor]]:
-        """Unlearn-set and retain-set index batches of one phase (the retain ones cycle in "paired")."""
-        ctx, c = self.ctx, self.config
-        assert ctx is not None
-        u_idx = [] if phase == "retain" else epoch_batches(len(ctx.unlearn), c.batch_size, c.seed, epoch)
+    def _index_batches(self, data: UnlearnData, phase: str, epoch: int) -> tuple[list[Tensor], list[Tensor]]:
+        """Unlearn-set and gold-standard index batches of one phase (the latter cycle in "paired")."""
+        c = self.config
+        u_idx = [] if phase == "retain" else epoch_batches(len(data.unlearn), c.batch_size, c.seed, epoch)
         if phase == "unlearn":
             return u_idx, []
-        if ctx.retain is None:
-            raise DataError(f"{self.name}: phase {phase!r} needs the retain set")
-        r_idx = epoch_batches(len(ctx.retain), c.retain_batch_size, c.seed + 7919, epoch)
+        retain_batch = getattr(c, "retain_batch_size", c.batch_size)
+        r_idx = epoch_batches(len(data.gold_standard), retain_batch, c.seed + 7919, epoch)
         if phase == "paired":
             r_idx = [r_idx[i % len(r_idx)] for i in range(len(u_idx))]
         return u_idx, r_idx
 
-    def _batches(self, phase: str, epoch: int, device: torch.device) -> Iterator[tuple[Batch | None, Batch | None]]:
-        ctx = self.ctx
-        assert ctx is not None
-        u_idx, r_idx = self._index_batches(phase, epoch)
+    def _batches(
+        self, data: UnlearnData, phase: str, epoch: int, device: torch.device
+    ) -> Iterator[tuple[Batch | None, Batch | None]]:
+        u_idx, r_idx = self._index_batches(data, phase, epoch)
         if phase == "unlearn":
             for i in u_idx:
-                yield _to(ctx.unlearn.batch(i), device), None
+                yield to_device(data.unlearn.batch(i), device), None
         elif phase == "retain":
             for j in r_idx:
-                yield None, _to(ctx.retain.batch(j), device)  # type: ignore[union-attr]
+                yield None, to_device(data.gold_standard.batch(j), device)
         else:
             for i, j in zip(u_idx, r_idx, strict=True):
-                yield _to(ctx.unlearn.batch(i), device), _to(ctx.retain.batch(j), device)  # type: ignore[union-attr]
+                yield to_device(data.unlearn.batch(i), device), to_device(data.gold_standard.batch(j), device)
 
 
 def present_only(batch: Batch, modalities: Iterable[str]) -> Batch:
@@ -282,13 +284,9 @@ def present_only(batch: Batch, modalities: Iterable[str]) -> Batch:
     return out
 
 
-def _to(batch: Batch, device: torch.device) -> Batch:
-    return {k: v.to(device) for k, v in batch.items()}
-
-
-def config_fields(method: type[Unlearner]) -> dict[str, Any]:
+def config_fields(method: type[Unlearner[Any, Any]]) -> dict[str, Any]:
     """The documented defaults of a method's config (for method cards and ``--set`` help)."""
-    return {f.name: f.default for f in dataclasses.fields(method.Config)}
+    return config_defaults(method.Config)
 
 
-UNLEARNERS: Registry[Unlearner] = Registry("unlearner")
+UNLEARNERS: Registry[Unlearner[Any, Any]] = Registry("unlearner")

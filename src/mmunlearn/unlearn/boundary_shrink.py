@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..evaluate import eval_mode
-from ..models import MultimodalModel
-from .base import UNLEARNERS, Batch, UnlearnConfig, Unlearner
+from ..models.protocols import Classifier
+from ..runtime import Batch, eval_mode
+from .base import UNLEARNERS, Run, Step, UnlearnConfig, UnlearnData, Unlearner, present_only
 
 
 @dataclass(frozen=True)
@@ -24,8 +24,27 @@ class BoundaryShrinkConfig(UnlearnConfig):
     bound: float = 0.1
 
 
+def neighbour_labels(original: Classifier, batch: Batch, modalities: list[str], bound: float) -> Tensor:
+    """Labels the original assigns to one-step FGSM perturbations of the forgotten inputs. Returns (N,).
+
+    Images (in [0, 1]) move by ``bound`` and are quantised to 1/255; other modalities move by ``bound``
+    times their standard deviation.
+    """
+    adv = {m: batch[m].clone().requires_grad_(True) for m in modalities}
+    loss = F.cross_entropy(original({**batch, **adv}), batch["label"])
+    grads = torch.autograd.grad(loss, [adv[m] for m in modalities])
+    for m, g in zip(modalities, grads, strict=True):
+        x = batch[m]
+        if m == "image":
+            adv[m] = torch.round((x + bound * g.sign()).clamp(0, 1) * 255) / 255
+        else:
+            adv[m] = x + bound * x.std() * g.sign()
+    with eval_mode(original):  # type: ignore[arg-type]
+        return original({**batch, **{m: adv[m].detach() for m in modalities}}).argmax(1)
+
+
 @UNLEARNERS.register("boundary_shrink")
-class BoundaryShrink(Unlearner):
+class BoundaryShrink(Unlearner[BoundaryShrinkConfig, Tensor]):
     """CE of the forgotten modalities of U towards the label the frozen original gives their FGSM neighbour."""
 
     name = "boundary_shrink"
@@ -35,28 +54,11 @@ class BoundaryShrink(Unlearner):
     Config = BoundaryShrinkConfig
     phases = ("unlearn",)
 
-    def prepare(self, model: MultimodalModel) -> None:
-        ctx = self.ctx
-        assert ctx is not None and ctx.original is not None
-        batch = self.forget_view(ctx.unlearn.full_batch())
-        self._targets = self.neighbour_labels(ctx.original, batch)
+    def prepare(self, model: Classifier, data: UnlearnData, original: Classifier) -> Tensor:
+        """The neighbour label of every sample of U (the run's state)."""
+        batch = present_only(data.unlearn.full_batch(), data.modalities)
+        return neighbour_labels(original, batch, sorted(data.modalities), self.config.bound)
 
-    def neighbour_labels(self, original: MultimodalModel, batch: Batch) -> Tensor:
-        """Labels the original assigns to one-step FGSM perturbations of the forgotten inputs. Returns (N,)."""
-        mods = sorted(self.ctx.modalities) if self.ctx else ["image"]
-        adv = {m: batch[m].clone().requires_grad_(True) for m in mods}
-        loss = F.cross_entropy(original({**batch, **adv}), batch["label"])
-        grads = torch.autograd.grad(loss, [adv[m] for m in mods])
-        bound = self.config.bound  # type: ignore[attr-defined]
-        for m, g in zip(mods, grads, strict=True):
-            x = batch[m]
-            if m == "image":
-                adv[m] = torch.round((x + bound * g.sign()).clamp(0, 1) * 255) / 255
-            else:
-                adv[m] = x + bound * x.std() * g.sign()
-        with eval_mode(original):
-            return original({**batch, **{m: adv[m].detach() for m in mods}}).argmax(1)
-
-    def loss(self, model: MultimodalModel, unlearn_batch: Batch | None, retain_batch: Batch | None) -> Tensor:
-        assert unlearn_batch is not None
-        return F.cross_entropy(model(self.forget_view(unlearn_batch)), self._targets[unlearn_batch["index"]])
+    def loss(self, model: Classifier, run: Run[Tensor], step: Step) -> Tensor:
+        assert step.unlearn is not None
+        return F.cross_entropy(model(run.forget_view(step.unlearn)), run.state[step.unlearn["index"]])

@@ -1,4 +1,4 @@
-"""CCU: Cross-modal Contrastive Unlearning (arXiv 2509.23895), as formulated in DESIGN.md section 4.
+"""CCU: Cross-modal Contrastive Unlearning (arXiv 2509.23895), as formulated in docs/methods/ccu.md.
 
 Three parts on top of the model's own objective on retained data:
 
@@ -18,16 +18,16 @@ original), and (a) acts only on samples whose loss is still below their matched 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..evaluate import eval_mode
-from ..models import MultimodalModel
-from .base import UNLEARNERS, Batch, UnlearnConfig, Unlearner, present_only
+from ..models.protocols import Classifier
+from ..runtime import Batch, eval_mode
+from .base import UNLEARNERS, Run, Step, UnlearnConfig, UnlearnData, Unlearner, present_only
 
 log = logging.getLogger(__name__)
 
@@ -119,95 +119,103 @@ def kl_to(target_logits: Tensor, logits: Tensor) -> Tensor:
     return F.kl_div(F.log_softmax(logits, 1), F.softmax(target_logits, 1), reduction="batchmean")
 
 
+def calibration_targets(unlearn_losses: Tensor, validation_losses: Tensor) -> Tensor:
+    """Quantile matching: each sample of U gets the validation loss at its own rank's quantile.
+
+    The sample whose loss ranks r-th of |U| (as a fraction q = r / (|U| - 1)) is paired with the
+    validation loss at the same quantile q (nearest rank). Returns (|U|,) target losses.
+    """
+    v = torch.sort(validation_losses).values
+    rank = torch.argsort(torch.argsort(unlearn_losses)).float() / max(1, len(unlearn_losses) - 1)
+    return v[(rank * (len(v) - 1)).round().long()]
+
+
+def calibration_gate(losses_now: Tensor, targets: Tensor) -> Tensor:
+    """1 for samples whose loss is still below their matched validation loss (still remembered), else 0."""
+    return (losses_now < targets).float()
+
+
+@dataclass
+class CCUState:
+    """The run's state: the modalities kept, and the calibration targets of U (refreshed every epoch)."""
+
+    kept: tuple[str, ...]
+    targets: Tensor | None = field(default=None)
+
+
 @UNLEARNERS.register("ccu")
-class CCU(Unlearner):
+class CCU(Unlearner[CCUConfig, CCUState]):
     """Cross-modal contrastive unlearning of the visual features of U."""
 
     name = "ccu"
-    paper = "Cross-modal Contrastive Unlearning (arXiv 2509.23895); project formulation in DESIGN.md section 4"
+    paper = "Cross-modal Contrastive Unlearning (arXiv 2509.23895); project formulation in docs/methods/ccu.md"
     requires_original = True
     Config = CCUConfig
 
-    def prepare(self, model: MultimodalModel) -> None:
-        ctx = self.ctx
-        assert ctx is not None
-        self._targets: Tensor | None = None
-        self._kept = tuple(m for m in model.modalities if m not in ctx.modalities)
-        if self.config.calibrate and ctx.validation is None:  # type: ignore[attr-defined]
+    def prepare(self, model: Classifier, data: UnlearnData, original: Classifier) -> CCUState:
+        if self.config.calibrate and data.validation is None:
             log.warning("ccu: no validation split given; forgetting is not calibrated to unseen data")
+        return CCUState(tuple(m for m in model.modalities if m not in data.modalities))
 
-    def on_epoch_start(self, model: MultimodalModel, epoch: int) -> None:
+    def on_epoch_start(self, model: Classifier, run: Run[CCUState], epoch: int) -> None:
         """Re-match U's losses against the validation split with the model as it is now."""
-        ctx = self.ctx
-        assert ctx is not None
-        if ctx.validation is None or not self.config.calibrate:  # type: ignore[attr-defined]
+        val = run.data.validation
+        if val is None or not self.config.calibrate:
             return
-        u_loss = self._forget_losses(model, ctx.unlearn.full_batch())
-        v_loss = torch.sort(self._forget_losses(model, ctx.validation.full_batch())).values
-        rank = torch.argsort(torch.argsort(u_loss)).float() / max(1, len(u_loss) - 1)
-        self._targets = v_loss[(rank * (len(v_loss) - 1)).round().long()]
+        u_loss = self._forget_losses(model, run, run.data.unlearn.full_batch())
+        run.state.targets = calibration_targets(u_loss, self._forget_losses(model, run, val.full_batch()))
 
-    def _forget_losses(self, model: MultimodalModel, batch: Batch) -> Tensor:
+    def _forget_losses(self, model: Classifier, run: Run[CCUState], batch: Batch) -> Tensor:
         """Per-sample CE of the forgotten modalities alone (image-only for visual unlearning). Returns (N,)."""
-        with eval_mode(model):
-            return F.cross_entropy(model(self.forget_view(batch)), batch["label"], reduction="none")
+        with eval_mode(model):  # type: ignore[arg-type]
+            return F.cross_entropy(model(run.forget_view(batch)), batch["label"], reduction="none")
 
-    def loss(self, model: MultimodalModel, unlearn_batch: Batch | None, retain_batch: Batch | None) -> Tensor:
-        ctx, c = self.ctx, self.config
-        assert ctx is not None and unlearn_batch is not None and retain_batch is not None
+    def loss(self, model: Classifier, run: Run[CCUState], step: Step) -> Tensor:
+        c, u, r = self.config, step.unlearn, step.retain
+        assert u is not None and r is not None
         # Each encoder runs once per batch; every term below reuses these features.
-        fu = {m: model.embed(unlearn_batch, m) for m in model.modalities}  # type: ignore[operator]
-        fr = {m: model.embed(retain_batch, m) for m in model.modalities}  # type: ignore[operator]
-        total = model.loss_from_features(retain_batch, fr)  # type: ignore[operator]
-        tau = c.temperature  # type: ignore[attr-defined]
-        yu = unlearn_batch["label"]
-        for m in sorted(ctx.modalities):
+        fu = {m: model.embed(u, m) for m in model.modalities}
+        fr = {m: model.embed(r, m) for m in model.modalities}
+        total = model.loss_from_features(r, fr)
+        yu = u["label"]
+        for m in sorted(run.data.modalities):
             zu = F.normalize(fu[m], dim=1)
-            has = retain_batch[f"present_{m}"]
-            zr, yr = F.normalize(fr[m], dim=1)[has], retain_batch["label"][has]
-            if c.use_a and c.lambda_a > 0:  # type: ignore[attr-defined]
-                per = inverse_contrastive(zu, yu, zr.detach(), yr, tau)
-                total = total + c.lambda_a * (per * self._gate(model, unlearn_batch, fu)).mean()  # type: ignore[attr-defined]
-            if c.use_c and c.lambda_c > 0 and len(zr) > 1:  # type: ignore[attr-defined]
-                total = total + c.lambda_c * separation(zr, yr, zu.detach(), tau)  # type: ignore[attr-defined]
-        if c.use_b and c.lambda_b > 0:  # type: ignore[attr-defined]
-            total = total + c.lambda_b * self._retention(model, unlearn_batch, retain_batch, fu, fr)  # type: ignore[attr-defined]
+            has = r[f"present_{m}"]
+            zr, yr = F.normalize(fr[m], dim=1)[has], r["label"][has]
+            if c.use_a and c.lambda_a > 0:
+                per = inverse_contrastive(zu, yu, zr.detach(), yr, c.temperature)
+                total = total + c.lambda_a * (per * self._gate(model, run, u, fu)).mean()
+            if c.use_c and c.lambda_c > 0 and len(zr) > 1:
+                total = total + c.lambda_c * separation(zr, yr, zu.detach(), c.temperature)
+        if c.use_b and c.lambda_b > 0:
+            total = total + c.lambda_b * self._retention(model, run, u, r, fu, fr)
         return total
 
-    def _gate(self, model: MultimodalModel, unlearn_batch: Batch, fu: dict[str, Tensor]) -> Tensor:
-        """1 for samples whose forget-view loss is still below their matched validation loss, else 0."""
-        y = unlearn_batch["label"]
-        if self._targets is None:
+    def _gate(self, model: Classifier, run: Run[CCUState], u: Batch, fu: dict[str, Tensor]) -> Tensor:
+        """`calibration_gate` of U's batch with the current weights (all ones without calibration)."""
+        y, targets = u["label"], run.state.targets
+        if targets is None:
             return torch.ones(len(y), device=y.device)
-        ctx = self.ctx
-        assert ctx is not None
         with torch.no_grad():
-            logits = model.logits_from_features({m: fu[m] for m in ctx.modalities})  # type: ignore[operator]
+            logits = model.logits_from_features({m: fu[m] for m in run.data.modalities})
             now = F.cross_entropy(logits, y, reduction="none")
-        return (now < self._targets.to(now.device)[unlearn_batch["index"]]).float()
+        return calibration_gate(now, targets.to(now.device)[u["index"]])
 
     def _retention(
-        self,
-        model: MultimodalModel,
-        unlearn_batch: Batch,
-        retain_batch: Batch,
-        fu: dict[str, Tensor],
-        fr: dict[str, Tensor],
+        self, model: Classifier, run: Run[CCUState], u: Batch, r: Batch, fu: dict[str, Tensor], fr: dict[str, Tensor]
     ) -> Tensor:
         """Term (b): each kept branch keeps the original's predictions on U and R, and U's fused prediction
         follows the original's prediction from the kept modalities, so U is still recognised by its sound.
         For full deletion (nothing kept) every branch keeps its predictions on R only."""
-        ctx = self.ctx
-        assert ctx is not None and ctx.original is not None
-        orig, logits = ctx.original, model.logits_from_features  # type: ignore[operator]
-        total = unlearn_batch["label"].new_zeros((), dtype=torch.float)
-        for m in self._kept or model.modalities:
+        orig, logits, kept = run.original, model.logits_from_features, run.state.kept
+        total = u["label"].new_zeros((), dtype=torch.float)
+        for m in kept or model.modalities:
             with torch.no_grad():
-                t_r = orig.modality_logits(retain_batch, m)  # type: ignore[operator]
+                t_r = orig.modality_logits(r, m)
             total = total + kl_to(t_r, logits({m: fr[m]}))
-        if self._kept:
+        if kept:
             with torch.no_grad():
-                t_u = orig(present_only(unlearn_batch, self._kept))
-            present = {m: fu[m] * unlearn_batch[f"present_{m}"].to(fu[m].dtype).unsqueeze(1) for m in model.modalities}
-            total = total + kl_to(t_u, logits({m: present[m] for m in self._kept})) + kl_to(t_u, logits(present))
+                t_u = orig(present_only(u, kept))
+            present = {m: fu[m] * u[f"present_{m}"].to(fu[m].dtype).unsqueeze(1) for m in model.modalities}
+            total = total + kl_to(t_u, logits({m: present[m] for m in kept})) + kl_to(t_u, logits(present))
         return total

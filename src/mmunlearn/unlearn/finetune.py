@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from ..models import MultimodalModel
-from .base import UNLEARNERS, Batch, UnlearnConfig, Unlearner
+from ..models.protocols import Classifier
+from .base import UNLEARNERS, Run, Step, UnlearnConfig, Unlearner
 
 
 @dataclass(frozen=True)
@@ -21,14 +21,14 @@ class FinetuneConfig(UnlearnConfig):
 
 
 @UNLEARNERS.register("finetune")
-class Finetune(Unlearner):
-    """Train on the retain set only, with the model's own training objective."""
+class Finetune(Unlearner[FinetuneConfig, None]):
+    """Train on the gold-standard set only, with the model's own training objective."""
 
     name = "finetune"
     paper = "Warnecke et al., Machine Unlearning of Features and Labels (NDSS 2023); SalUn/Sparse FT baseline"
     Config = FinetuneConfig
     phases = ("retain",)
 
-    def loss(self, model: MultimodalModel, unlearn_batch: Batch | None, retain_batch: Batch | None) -> Tensor:
-        assert retain_batch is not None
-        return model.loss(retain_batch)
+    def loss(self, model: Classifier, run: Run[None], step: Step) -> Tensor:
+        assert step.retain is not None
+        return model.loss(step.retain)

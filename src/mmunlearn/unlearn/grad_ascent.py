@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..models import MultimodalModel
-from .base import UNLEARNERS, Batch, UnlearnConfig, Unlearner
+from ..models.protocols import Classifier
+from .base import UNLEARNERS, Run, Step, UnlearnConfig, Unlearner
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class GradAscentConfig(UnlearnConfig):
 
 
 @UNLEARNERS.register("grad_ascent")
-class GradAscent(Unlearner):
+class GradAscent(Unlearner[GradAscentConfig, None]):
     """Loss = -CE on the forgotten modalities of U (image-only logits for visual unlearning)."""
 
     name = "grad_ascent"
@@ -30,6 +30,6 @@ class GradAscent(Unlearner):
     Config = GradAscentConfig
     phases = ("unlearn",)
 
-    def loss(self, model: MultimodalModel, unlearn_batch: Batch | None, retain_batch: Batch | None) -> Tensor:
-        assert unlearn_batch is not None
-        return -F.cross_entropy(model(self.forget_view(unlearn_batch)), unlearn_batch["label"])
+    def loss(self, model: Classifier, run: Run[None], step: Step) -> Tensor:
+        assert step.unlearn is not None
+        return -F.cross_entropy(model(run.forget_view(step.unlearn)), step.unlearn["label"])

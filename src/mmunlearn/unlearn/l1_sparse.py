@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..models import MultimodalModel
-from .base import UNLEARNERS, Batch, UnlearnConfig, Unlearner
+from ..models.protocols import Classifier
+from .base import UNLEARNERS, Run, Step, UnlearnConfig, Unlearner
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class L1SparseConfig(UnlearnConfig):
 
 
 @UNLEARNERS.register("l1_sparse")
-class L1Sparse(Unlearner):
+class L1Sparse(Unlearner[L1SparseConfig, None]):
     """Loss = model objective on R + alpha_t * sum |theta|, alpha_t = alpha * (1 - t / T) over steps t."""
 
     name = "l1_sparse"
@@ -31,13 +31,8 @@ class L1Sparse(Unlearner):
     Config = L1SparseConfig
     phases = ("retain",)
 
-    def prepare(self, model: MultimodalModel) -> None:
-        self._t = 0
-        self._total = max(1, self.config.epochs * self.steps_per_epoch("retain"))
-
-    def loss(self, model: MultimodalModel, unlearn_batch: Batch | None, retain_batch: Batch | None) -> Tensor:
-        assert retain_batch is not None
-        alpha = self.config.alpha * (1 - self._t / self._total)  # type: ignore[attr-defined]
-        self._t += 1
+    def loss(self, model: Classifier, run: Run[None], step: Step) -> Tensor:
+        assert step.retain is not None
+        alpha = self.config.alpha * (1 - step.index / step.total)
         l1 = torch.stack([p.abs().sum() for p in model.parameters()]).sum()
-        return model.loss(retain_batch) + alpha * l1
+        return model.loss(step.retain) + alpha * l1

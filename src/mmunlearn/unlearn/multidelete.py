@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..models import MultimodalModel
-from .base import UNLEARNERS, Batch, UnlearnConfig, Unlearner
+from ..models.protocols import Classifier
+from ..runtime import Batch
+from .base import UNLEARNERS, Run, Step, UnlearnConfig, Unlearner
 
 
 @dataclass(frozen=True)
@@ -24,14 +25,32 @@ class MultiDeleteConfig(UnlearnConfig):
     gamma: float = 1.0
 
 
-def joint_features(model: MultimodalModel, batch: Batch) -> Tensor:
+def joint_features(model: Classifier, batch: Batch) -> Tensor:
     """Concatenated per-modality features (missing ones zero): the classifier's multimodal representation."""
-    feats = model.features(batch)  # type: ignore[operator]
+    feats = model.features(batch)
     return torch.cat([feats[m] for m in model.modalities], dim=1)
 
 
+def unpaired(unlearn_batch: Batch, retain_batch: Batch, modalities: frozenset[str]) -> Batch:
+    """U's batch with each forgotten modality replaced by that of a random retain sample that has it.
+
+    (The gold-standard set of a visual-only request holds U's own samples with their images missing;
+    those are never drawn, so the target is never a sample with nothing in place of the forgotten input.)
+    """
+    out = dict(unlearn_batch)
+    n = len(unlearn_batch["label"])
+    for m in sorted(modalities):
+        pool = retain_batch[f"present_{m}"].nonzero().squeeze(1)
+        if len(pool) == 0:
+            pool = torch.arange(len(retain_batch["label"]), device=pool.device)
+        pick = pool[torch.randint(0, len(pool), (n,), device=pool.device)]
+        out[m] = retain_batch[m][pick]
+        out[f"present_{m}"] = retain_batch[f"present_{m}"][pick]
+    return out
+
+
 @UNLEARNERS.register("multidelete")
-class MultiDelete(Unlearner):
+class MultiDelete(Unlearner[MultiDeleteConfig, None]):
     """alpha * modality decoupling on U + beta * multimodal + gamma * unimodal knowledge retention on R.
 
     Decoupling: the representation of each sample to forget is pulled to the original model's
@@ -44,32 +63,15 @@ class MultiDelete(Unlearner):
     requires_original = True
     Config = MultiDeleteConfig
 
-    def loss(self, model: MultimodalModel, unlearn_batch: Batch | None, retain_batch: Batch | None) -> Tensor:
-        ctx, c = self.ctx, self.config
-        assert ctx is not None and ctx.original is not None and unlearn_batch is not None and retain_batch is not None
+    def loss(self, model: Classifier, run: Run[None], step: Step) -> Tensor:
+        c, orig = self.config, run.original
+        u, r = step.unlearn, step.retain
+        assert u is not None and r is not None
         with torch.no_grad():
-            target = joint_features(ctx.original, self._unpaired(unlearn_batch, retain_batch))
-            keep_joint = joint_features(ctx.original, retain_batch)
-            keep_uni = {m: ctx.original.embed(retain_batch, m) for m in model.modalities}  # type: ignore[operator]
-        decouple = F.mse_loss(joint_features(model, unlearn_batch), target)
-        multimodal = F.mse_loss(joint_features(model, retain_batch), keep_joint)
-        unimodal = sum(F.mse_loss(model.embed(retain_batch, m), keep_uni[m]) for m in model.modalities)  # type: ignore[operator]
-        return c.alpha * decouple + c.beta * multimodal + c.gamma * unimodal  # type: ignore[attr-defined, no-any-return]
-
-    def _unpaired(self, unlearn_batch: Batch, retain_batch: Batch) -> Batch:
-        """U's batch with each forgotten modality replaced by that of a random retain sample that has it.
-
-        (The retain set of a visual-only request holds U's own samples with their images missing; those
-        are never drawn, so the target is never a sample with nothing in place of the forgotten input.)
-        """
-        assert self.ctx is not None
-        out = dict(unlearn_batch)
-        n = len(unlearn_batch["label"])
-        for m in sorted(self.ctx.modalities):
-            pool = retain_batch[f"present_{m}"].nonzero().squeeze(1)
-            if len(pool) == 0:
-                pool = torch.arange(len(retain_batch["label"]), device=pool.device)
-            pick = pool[torch.randint(0, len(pool), (n,), device=pool.device)]
-            out[m] = retain_batch[m][pick]
-            out[f"present_{m}"] = retain_batch[f"present_{m}"][pick]
-        return out
+            target = joint_features(orig, unpaired(u, r, run.data.modalities))
+            keep_joint = joint_features(orig, r)
+            keep_uni = {m: orig.embed(r, m) for m in model.modalities}
+        decouple = F.mse_loss(joint_features(model, u), target)
+        multimodal = F.mse_loss(joint_features(model, r), keep_joint)
+        unimodal = torch.stack([F.mse_loss(model.embed(r, m), keep_uni[m]) for m in model.modalities]).sum()
+        return c.alpha * decouple + c.beta * multimodal + c.gamma * unimodal

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..models import MultimodalModel
-from .base import UNLEARNERS, Batch, UnlearnConfig, Unlearner
+from ..models.protocols import Classifier
+from .base import UNLEARNERS, Run, Step, UnlearnConfig, Unlearner
 
 
 @dataclass(frozen=True)
@@ -28,15 +28,15 @@ class NegGradPlusConfig(UnlearnConfig):
 
 
 @UNLEARNERS.register("neggrad_plus")
-class NegGradPlus(Unlearner):
+class NegGradPlus(Unlearner[NegGradPlusConfig, None]):
     """Loss = beta * (model objective on R) - (1 - beta) * CE on the forgotten modalities of U."""
 
     name = "neggrad_plus"
     paper = "Kurmanji et al., Towards Unbounded Machine Unlearning (NeurIPS 2023), NegGrad+"
     Config = NegGradPlusConfig
 
-    def loss(self, model: MultimodalModel, unlearn_batch: Batch | None, retain_batch: Batch | None) -> Tensor:
-        assert unlearn_batch is not None and retain_batch is not None
-        beta = self.config.beta  # type: ignore[attr-defined]
-        forget = F.cross_entropy(model(self.forget_view(unlearn_batch)), unlearn_batch["label"])
-        return beta * model.loss(retain_batch) - (1 - beta) * forget
+    def loss(self, model: Classifier, run: Run[None], step: Step) -> Tensor:
+        assert step.unlearn is not None and step.retain is not None
+        beta = self.config.beta
+        forget = F.cross_entropy(model(run.forget_view(step.unlearn)), step.unlearn["label"])
+        return beta * model.loss(step.retain) - (1 - beta) * forget

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..models import MultimodalModel
-from .base import UNLEARNERS, Batch, UnlearnConfig, Unlearner
+from ..models.protocols import Classifier
+from .base import UNLEARNERS, Run, Step, UnlearnConfig, Unlearner
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,17 @@ def random_labels(labels: Tensor, num_classes: int) -> Tensor:
     return torch.randint(0, num_classes, labels.shape, device=labels.device)
 
 
+def random_label_loss(model: Classifier, run: Run[object], step: Step) -> Tensor:
+    """CE of U's forgotten modalities towards random labels, or the model's objective on a retain batch."""
+    if step.unlearn is not None:
+        logits = model(run.forget_view(step.unlearn))
+        return F.cross_entropy(logits, random_labels(step.unlearn["label"], logits.shape[1]))
+    assert step.retain is not None
+    return model.loss(step.retain)
+
+
 @UNLEARNERS.register("random_label")
-class RandomLabel(Unlearner):
+class RandomLabel(Unlearner[RandomLabelConfig, None]):
     """Pass over U with random labels on its forgotten modalities, then a pass over R."""
 
     name = "random_label"
@@ -36,9 +45,5 @@ class RandomLabel(Unlearner):
     Config = RandomLabelConfig
     phases = ("unlearn", "retain")
 
-    def loss(self, model: MultimodalModel, unlearn_batch: Batch | None, retain_batch: Batch | None) -> Tensor:
-        if unlearn_batch is not None:
-            logits = model(self.forget_view(unlearn_batch))
-            return F.cross_entropy(logits, random_labels(unlearn_batch["label"], logits.shape[1]))
-        assert retain_batch is not None
-        return model.loss(retain_batch)
+    def loss(self, model: Classifier, run: Run[None], step: Step) -> Tensor:
+        return random_label_loss(model, run, step)  # type: ignore[arg-type]

@@ -2,65 +2,53 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor
 
-from ..data.core import MultimodalDataset
-from ..models import MultimodalModel
-from ..train import TrainConfig, build_model, train
-from .base import UNLEARNERS, Batch, UnlearnConfig, Unlearner
+from ..models import fresh_copy
+from ..models.protocols import Classifier
+from ..runtime import model_device
+from ..train import TrainConfig, train_model
+from .base import UNLEARNERS, Run, Step, UnlearnData, Unlearner
 
 
 @dataclass(frozen=True)
-class RetrainConfig(UnlearnConfig):
-    """The original recipe (the `forget` command fills these from the checkpoint's manifest).
+class RetrainConfig(TrainConfig):
+    """The original's training recipe (`retrain_config` derives it from a recipe or a checkpoint).
 
     Defaults are the av-digits recipe: 15 epochs, batch 128, AdamW at 2e-3 with warm-up and cosine decay.
     """
 
     epochs: int = 15
-    lr: float = 2e-3
-    batch_size: int = 128
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
+
+
+def retrain_config(recipe: TrainConfig | dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """The config fields of ``retrain`` for a model trained with ``recipe``: every field of the recipe
+    that decides the result (its seed included), then ``overrides``. The one place this is derived."""
+    fields = recipe.identity() if isinstance(recipe, TrainConfig) else dict(recipe)
+    known = {f.name for f in dataclasses.fields(RetrainConfig)}
+    return {**{k: v for k, v in fields.items() if k in known}, **overrides}
 
 
 @UNLEARNERS.register("retrain")
-class Retrain(Unlearner):
+class Retrain(Unlearner[RetrainConfig, None]):
     """Train from scratch, same recipe and seed, on R plus U with its forgotten modalities missing."""
 
     name = "retrain"
     paper = "the exact-unlearning reference (e.g. Bourtoule et al., Machine Unlearning, S&P 2021)"
+    stage = "reference"
     Config = RetrainConfig
 
-    def unlearn(
-        self,
-        model: MultimodalModel,
-        unlearn_set: MultimodalDataset,
-        retain_set: MultimodalDataset | None,
-        *,
-        original: MultimodalModel | None = None,
-        modalities: Iterable[str] = ("image",),
-        validation: MultimodalDataset | None = None,
-    ) -> MultimodalModel:
-        """Ignore ``model``'s weights; train its architecture from scratch on ``retain_set``."""
-        self._validate(model, unlearn_set, retain_set, frozenset(modalities))
-        c = self.config
-        recipe = TrainConfig(
-            epochs=c.epochs,
-            batch_size=c.batch_size,
-            lr=c.lr,
-            weight_decay=c.weight_decay,
-            warmup_epochs=c.warmup_epochs,  # type: ignore[attr-defined]
-            seed=c.seed,
-            grad_clip=c.grad_clip,
-            progress=c.progress,
-        )
-        fresh = build_model(model.kind, c.seed, **model.config_dict())
-        assert retain_set is not None
-        return train(fresh, retain_set, recipe, device=next(model.parameters()).device).model
+    def unlearn(self, model: Any, data: UnlearnData, original: Any = None) -> Any:
+        """Ignore ``model``'s weights; train its architecture from scratch on the gold-standard set."""
+        self.validate(model, data)
+        fresh = fresh_copy(model, self.config.seed)
+        recipe = TrainConfig(**dataclasses.asdict(self.config))
+        trained = train_model(fresh, data.gold_standard, recipe, device=model_device(model)).model
+        return trained.train(model.training)
 
-    def loss(self, model: MultimodalModel, unlearn_batch: Batch | None, retain_batch: Batch | None) -> Tensor:
+    def loss(self, model: Classifier, run: Run[None], step: Step) -> Tensor:
         raise NotImplementedError("retrain trains from scratch; it has no unlearning loss")

@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..models import MultimodalModel
-from .base import UNLEARNERS, Batch, UnlearnConfig, Unlearner
-from .random_label import random_labels
+from ..models.protocols import Classifier
+from ..runtime import Batch
+from .base import UNLEARNERS, Run, Step, UnlearnConfig, UnlearnData, Unlearner, present_only
+from .random_label import random_label_loss
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class SalUnConfig(UnlearnConfig):
             raise ConfigError(f"mask_fraction must be in (0, 1], got {self.mask_fraction}")
 
 
-def saliency_mask(model: MultimodalModel, forget: Batch, fraction: float) -> dict[str, Tensor]:
+def saliency_mask(model: Classifier, forget: Batch, fraction: float) -> dict[str, Tensor]:
     """The top ``fraction`` of parameters by |gradient of -CE| on the forget batch, ranked globally.
 
     Returns:
@@ -55,8 +56,16 @@ def saliency_mask(model: MultimodalModel, forget: Batch, fraction: float) -> dic
     return out
 
 
+@dataclass(frozen=True)
+class SalUnState:
+    """The saliency mask and the weights outside it, fixed for the run."""
+
+    mask: dict[str, Tensor]
+    frozen: dict[str, Tensor]
+
+
 @UNLEARNERS.register("salun")
-class SalUn(Unlearner):
+class SalUn(Unlearner[SalUnConfig, SalUnState]):
     """Random-label unlearning in which only the salient weights move."""
 
     name = "salun"
@@ -64,26 +73,19 @@ class SalUn(Unlearner):
     Config = SalUnConfig
     phases = ("unlearn", "retain")
 
-    def prepare(self, model: MultimodalModel) -> None:
-        ctx = self.ctx
-        assert ctx is not None
+    def prepare(self, model: Classifier, data: UnlearnData, original: object) -> SalUnState:
         model.eval()
-        self._mask = saliency_mask(model, self.forget_view(ctx.unlearn.full_batch()), self.config.mask_fraction)  # type: ignore[attr-defined]
-        self._frozen = {n: p.detach().clone() for n, p in model.named_parameters()}
+        forget = present_only(data.unlearn.full_batch(), data.modalities)
+        mask = saliency_mask(model, forget, self.config.mask_fraction)
+        return SalUnState(mask, {n: p.detach().clone() for n, p in model.named_parameters()})
 
-    def loss(self, model: MultimodalModel, unlearn_batch: Batch | None, retain_batch: Batch | None) -> Tensor:
-        if unlearn_batch is not None:
-            logits = model(self.forget_view(unlearn_batch))
-            return F.cross_entropy(logits, random_labels(unlearn_batch["label"], logits.shape[1]))
-        assert retain_batch is not None
-        return model.loss(retain_batch)
+    def loss(self, model: Classifier, run: Run[SalUnState], step: Step) -> Tensor:
+        return random_label_loss(model, run, step)  # type: ignore[arg-type]
 
-    def after_step(self, model: MultimodalModel) -> None:
+    def after_step(self, model: Classifier, run: Run[SalUnState]) -> None:
         """Restore every weight outside the mask, so momentum and weight decay cannot move it."""
+        mask, frozen = run.state.mask, run.state.frozen
         with torch.no_grad():
             for n, p in model.named_parameters():
-                mask = self._mask.get(n)
-                if mask is None:
-                    p.copy_(self._frozen[n])
-                else:
-                    p.copy_(torch.where(mask, p, self._frozen[n]))
+                m = mask.get(n)
+                p.copy_(frozen[n] if m is None else torch.where(m, p, frozen[n]))

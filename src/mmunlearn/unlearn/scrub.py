@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..models import MultimodalModel
-from .base import UNLEARNERS, Batch, UnlearnConfig, Unlearner
+from ..models.protocols import Classifier
+from .base import UNLEARNERS, Run, Step, UnlearnConfig, Unlearner
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def distill_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: floa
 
 
 @UNLEARNERS.register("scrub")
-class Scrub(Unlearner):
+class Scrub(Unlearner[ScrubConfig, None]):
     """Max steps on U (maximise KL to the teacher), min steps on R (gamma CE + alpha KL)."""
 
     name = "scrub"
@@ -43,15 +43,13 @@ class Scrub(Unlearner):
     Config = ScrubConfig
 
     def phases_of(self, epoch: int) -> tuple[str, ...]:
-        return ("unlearn", "retain") if epoch < self.config.msteps else ("retain",)  # type: ignore[attr-defined]
+        return ("unlearn", "retain") if epoch < self.config.msteps else ("retain",)
 
-    def loss(self, model: MultimodalModel, unlearn_batch: Batch | None, retain_batch: Batch | None) -> Tensor:
-        ctx, c = self.ctx, self.config
-        assert ctx is not None and ctx.original is not None
-        t = c.kd_temperature  # type: ignore[attr-defined]
-        if unlearn_batch is not None:
-            view = self.forget_view(unlearn_batch)
-            return -distill_kl(model(view), ctx.original(view), t)
-        assert retain_batch is not None
-        kl = distill_kl(model(retain_batch), ctx.original(retain_batch), t)
-        return c.gamma * model.loss(retain_batch) + c.alpha * kl  # type: ignore[attr-defined]
+    def loss(self, model: Classifier, run: Run[None], step: Step) -> Tensor:
+        c, teacher = self.config, run.original
+        if step.unlearn is not None:
+            view = run.forget_view(step.unlearn)
+            return -distill_kl(model(view), teacher(view), c.kd_temperature)
+        assert step.retain is not None
+        kl = distill_kl(model(step.retain), teacher(step.retain), c.kd_temperature)
+        return c.gamma * model.loss(step.retain) + c.alpha * kl

@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..data import DATASETS, load_dataset
-from ..data.store import DatasetSplits
-from ..errors import CheckpointError, ConfigError, DataError
-from .base import PROTECTORS
-from .protected import ProtectedDataset, dataset_source
+from .data import DATASETS, load_dataset
+from .data.store import DatasetSplits
+from .errors import CheckpointError, ConfigError, DataError
+from .protect import PROTECTORS
+from .protect.protected import ProtectedDataset, dataset_source
 from .victim import VictimConfig, VictimResult, train_victim
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def splits_for(protected: ProtectedDataset, data_dir: str | os.PathLike[str] | N
     if not {"dataset", "size", "data_seed"} <= set(src):
         raise CheckpointError(
             f"the protection of {src.get('name')!r} records no built-in dataset (dataset, size, data_seed); "
-            "use mmunlearn.protect.victim.train_victim with the dataset itself"
+            "use mmunlearn.victim.train_victim with the dataset itself"
         )
     return load_dataset(src["dataset"], src["size"], int(src["data_seed"]), data_dir)
 

@@ -12,15 +12,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..checkpoint import versions
 from ..data import SIZES
 from ..overrides import parse_sets, parse_value
+from ..protect import PROTECTORS
+from ..protect.defences import DEFENCES
+from ..protection import protect_builtin, victim_from_dir
 from ..results import MetricResult, RunRecord
 from ..textfmt import format_table
-from .base import PROTECTORS
-from .defences import DEFENCES
-from .pipeline import protect_builtin, victim_from_dir
-from .victim import VictimConfig
+from ..versions import versions
+from ..victim import VictimConfig
 
 
 def protect_overrides(args: argparse.Namespace) -> dict[str, Any]:

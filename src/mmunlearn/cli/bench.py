@@ -11,12 +11,12 @@ from pathlib import Path
 
 import torch
 
+from ..bench.config import BenchConfig, load_config
+from ..bench.runner import run_bench
 from ..errors import ConfigError
+from ..records.aggregate import Table, aggregate
+from ..records.store import ResultStore, read_records
 from ..textfmt import format_table
-from .aggregate import Table, aggregate
-from .config import BenchConfig, load_config
-from .runner import run_bench
-from .store import ResultStore, read_records
 
 
 def command_line(args: argparse.Namespace) -> str:

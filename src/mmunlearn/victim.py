@@ -14,23 +14,21 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from ..checkpoint import versions
-from ..data.core import MultimodalDataset
-from ..data.store import DatasetSplits
-from ..errors import ConfigError
-from ..evaluate import evaluate_dual_encoder
-from ..models import DualEncoder
-from ..models.dual_encoder import IMAGE_ENCODERS
-from ..recipes import Recipe, new_model, recipe_for
-from ..results import MetricResult, RunRecord
-from ..train import train
-from .defences import DEFENCES
-from .protected import ProtectedDataset
+from .data.core import MultimodalDataset
+from .data.store import DatasetSplits
+from .errors import ConfigError
+from .evaluate import evaluate_dual_encoder
+from .models import DualEncoder
+from .models.dual_encoder import IMAGE_ENCODERS
+from .protect.defences import DEFENCES
+from .protect.protected import ProtectedDataset
+from .recipes import Recipe, new_model, recipe_for
+from .results import MetricResult, RunRecord
+from .train import train_model
+from .versions import versions
 
 log = logging.getLogger(__name__)
 
-# The clean-test retrieval figures of every victim (names of `retrieval_recalls`).
-VICTIM_METRICS = ("i2t_r1", "t2i_r1", "i2t_r5", "t2i_r5", "i2t_r10", "t2i_r10", "mean_recall")
 
 
 @dataclass(frozen=True)
@@ -150,7 +148,7 @@ def train_victim(
     overrides: dict[str, Any] = {"seed": seed, "progress": config.progress}
     if config.epochs is not None:
         overrides["epochs"] = config.epochs
-    result = train(model, data, recipe.train.replace(**overrides))
+    result = train_model(model, data, recipe.train.replace(**overrides))
     metrics = evaluate_dual_encoder(result.model, {"test": splits.test})  # type: ignore[arg-type]
     method = protected.method if protected is not None else "clean"
     log.info("victim (%s, seed %d, %s) trained in %.1f s", method, seed, config.defence, result.seconds)

@@ -16,8 +16,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..metrics.scenario_a import gap_to_retrain
 from ..results import RunRecord
+from .scenarios import gap_to_retrain
 
 Column = tuple[str, str]  # (metric name, split)
 REFERENCE = {"unlearn": "retrain", "protect": "clean"}

@@ -14,23 +14,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .bench.cli import add_commands as add_bench_commands
-from .checkpoint import load_checkpoint, versions
-from .data import DATASETS, SIZES, SPLITS, build_dataset, load_dataset
-from .errors import CheckpointError, MMUnlearnError
-from .evaluate import evaluate
-from .forget import RequestSpec, forget, splits_of
-from .metrics.scenario_a import ScenarioAData, gap_to_retrain, scenario_a_metrics
-from .models import MODELS, DualEncoder
-from .overrides import parse_sets
-from .protect import PROTECTORS
-from .protect.cli import add_commands as add_protect_commands
-from .recipes import train_on_dataset
-from .registry import Registry, UnknownNameError
-from .results import MetricResult, RunRecord
-from .textfmt import format_table
-from .train import resolve_device
-from .unlearn import UNLEARNERS
+from ..checkpoint import load_checkpoint
+from ..data import DATASETS, SIZES, SPLITS, build_dataset, load_dataset
+from ..errors import CheckpointError, MMUnlearnError
+from ..evaluate import evaluate
+from ..forget import RequestSpec, forget
+from ..models import MODELS, DualEncoder
+from ..overrides import parse_sets
+from ..protect import PROTECTORS
+from ..recipes import train_on_dataset
+from ..records.scenarios import gap_to_retrain
+from ..registry import Registry, UnknownNameError
+from ..results import MetricResult, RunRecord
+from ..runtime import resolve_device
+from ..textfmt import format_table
+from ..unlearn import UNLEARNERS
+from ..versions import versions
+from .bench import add_commands as add_bench_commands
+from .protect import add_commands as add_protect_commands
 
 log = logging.getLogger("mmunlearn")
 
@@ -121,54 +122,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    progress = not args.quiet
+    progress = not args.quiet and not args.json
     device = str(resolve_device(args.device))
-    print(f"mmunlearn demo: av-digits ({args.size}): train, forget the images of 10% of the training samples")
-    print(f"with CCU, retrain from scratch without them, compare.  Outputs in {out}/")
+    say = (lambda *_: None) if args.json else print
+    say(f"mmunlearn demo: av-digits ({args.size}): train, forget the images of 10% of the training samples")
+    say(f"with CCU, retrain from scratch without them, compare.  Outputs in {out}/")
     overrides = {"epochs": args.epochs} if args.epochs is not None else {}
     t0 = time.perf_counter()
-    result, _ = train_on_dataset(
-        "av-digits",
-        out / "original",
-        size=args.size,
-        seed=args.seed,
-        data_dir=args.data_dir,
-        overrides=overrides,
-        device=device,
-        progress=progress,
-    )
-    print(f"original trained in {result.seconds:.1f} s")
+    trained, _ = train_on_dataset(
+        "av-digits", out / "original", size=args.size, seed=args.seed, data_dir=args.data_dir,
+        overrides=overrides, device=device, progress=progress,
+    )  # fmt: skip
+    say(f"original trained in {trained.seconds:.1f} s")
     spec = RequestSpec(fraction=0.1, seed=args.seed, reason="mmunlearn demo")
     runs = {}
     for method in ("ccu", "retrain"):
         runs[method] = forget(
-            out / "original",
-            method,
-            spec,
-            out / method,
-            seed=args.seed,
-            data_dir=args.data_dir,
-            device=device,
-            progress=progress,
-        )
-        print(f"{method} finished in {runs[method].seconds:.1f} s")
-    original = original_metrics(out / "original", spec, args.data_dir, device)
-    print(comparison_table({"original": original, **{k: v.metrics for k, v in runs.items()}}))
+            out / "original", method, spec, out / method, seed=args.seed, data_dir=args.data_dir,
+            device=device, progress=progress, original_metrics=method == "ccu",
+        )  # fmt: skip
+        say(f"{method} finished in {runs[method].seconds:.1f} s")
+    original = runs["ccu"].original_metrics or []
+    columns = {"original": original, **{k: v.metrics for k, v in runs.items()}}
     ratio = runs["ccu"].seconds / runs["retrain"].seconds
-    print(
-        f"CCU took {ratio:.1%} of retrain's time; gap to retrain {gap_to_retrain(runs['ccu'].metrics, runs['retrain'].metrics):.3f}"
-    )
-    print(f"demo wall time {time.perf_counter() - t0:.0f} s")
+    gap = gap_to_retrain(runs["ccu"].metrics, runs["retrain"].metrics)
+    wall = time.perf_counter() - t0
+    if args.json:
+        metrics = {name: [m.to_dict() for m in ms] for name, ms in columns.items()}
+        seconds = {"train": trained.seconds, **{k: v.seconds for k, v in runs.items()}, "wall": wall}
+        print(json.dumps({"out": str(out), "metrics": metrics, "seconds": seconds, "ccu_gap_to_retrain": gap}))
+        return 0
+    print(comparison_table(columns))
+    print(f"CCU took {ratio:.1%} of retrain's time; gap to retrain {gap:.3f}")
+    print(f"demo wall time {wall:.0f} s")
     return 0
-
-
-def original_metrics(model_dir: Path, spec: RequestSpec, data_dir: str | None, device: str) -> list[MetricResult]:
-    """The scenario-A metrics of the original model on the demo's request (the 'before' column)."""
-    ckpt = load_checkpoint(model_dir, map_location=device)
-    splits = splits_of(ckpt.manifest, data_dir)
-    req = spec.build(splits.train)
-    data = ScenarioAData(req.unlearn_set(splits.train), req.retain_set(splits.train), splits.test, splits.val)
-    return scenario_a_metrics(ckpt.model, ckpt.model, data)  # type: ignore[arg-type]
 
 
 def comparison_table(columns: dict[str, list[MetricResult]]) -> str:
@@ -185,7 +172,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         ids_file=args.forget_ids,
         identities=tuple(args.forget_identity or ()),
         label=args.forget_class,
-        modalities=("image",) if args.modalities == "image" else ("image", "audio"),
+        modalities=tuple(args.modalities),
         reason=args.reason,
         seed=args.request_seed,
     )
@@ -199,16 +186,17 @@ def cmd_forget(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         device=str(resolve_device(args.device)),
         progress=not args.quiet,
+        original_metrics=True,
     )
     if args.json:
-        print(json.dumps({"out": str(args.out), **result.receipt}))
+        before = [m.to_dict() for m in result.original_metrics or []]
+        print(json.dumps({"out": str(args.out), **result.receipt, "original_metrics": before}))
     else:
         r = result.receipt["request"]
         print(
             f"{args.method}: forgot {'+'.join(r['modalities'])} of {r['n_ids']} samples in {result.seconds:.1f} s -> {args.out}"
         )
-        rows = [[m.name, m.split, m.value] for m in result.metrics]
-        print(format_table(["metric", "split", "value"], rows))
+        print(comparison_table({"original": result.original_metrics or [], args.method: result.metrics}))
     return 0
 
 
@@ -281,7 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--forget-identity", nargs="+", help="identity groups (fonts, writers, voices)")
     sel.add_argument("--forget-class", type=int, help="every sample of one class")
     p.add_argument(
-        "--modalities", choices=["image", "all"], default="image", help="image: visual-only; all: full deletion"
+        "--modalities",
+        nargs="+",
+        default=["image"],
+        metavar="MODALITY",
+        help="modalities to forget: any the model has (image, audio, ...), or 'all' for full deletion (default: image)",
     )
     p.add_argument("--out", required=True, help="folder for the new checkpoint, metrics and receipt")
     p.add_argument("--seed", type=int, default=0, help="seed of the method")

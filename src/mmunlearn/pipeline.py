@@ -1,0 +1,143 @@
+"""The one pipeline that runs a forget request on a model.
+
+`run_request` builds U, the gold-standard set and R once, runs the unlearner, computes every metric
+(each set of logits once) for the new model and, when asked, for the original, and writes the new
+checkpoint, its metrics and the receipt once. The ``forget`` command, the library's
+`mmunlearn.forget`, the bench, the benchmark scripts and the demo all call it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import save_checkpoint, state_sha256
+from .data import ForgetRequest, MultimodalDataset
+from .fileio import atomic_write_json
+from .metrics.scenario_a import DEFAULT_RELEARN, RelearnConfig, ScenarioAData, scenario_a_metrics
+from .models import MultimodalModel
+from .results import MetricResult
+from .unlearn import UnlearnData, Unlearner
+from .versions import versions
+
+
+@dataclass
+class ForgetResult:
+    """What a forget run returns (and, with an output folder, writes).
+
+    Attributes:
+        model: the new model.
+        metrics: its metrics on the request (empty when there is no test split to measure against).
+        original_metrics: the original's metrics on the same request (when asked for).
+        seconds: wall time of the unlearning itself.
+        receipt: what was forgotten, how, and the hashes of the models before and after.
+        data: the request's data (U, gold-standard set, R, validation).
+    """
+
+    model: Any
+    metrics: list[MetricResult]
+    original_metrics: list[MetricResult] | None
+    seconds: float
+    receipt: dict[str, Any]
+    data: UnlearnData
+
+
+def request_metrics(
+    model: Any,
+    original: Any,
+    data: UnlearnData,
+    test: MultimodalDataset | None,
+    relearn: RelearnConfig = DEFAULT_RELEARN,
+) -> list[MetricResult]:
+    """The scenario metrics of ``model`` on a request's data (empty without a test split)."""
+    if test is None or data.retain is None:
+        return []
+    scenario = ScenarioAData(data.unlearn, data.retain, test, data.validation, data.forget_modality)
+    return scenario_a_metrics(model, original, scenario, relearn)
+
+
+def run_request(
+    model: Any,
+    train: MultimodalDataset,
+    request: ForgetRequest,
+    unlearner: Unlearner[Any, Any],
+    *,
+    validation: MultimodalDataset | None = None,
+    test: MultimodalDataset | None = None,
+    original_metrics: bool = False,
+    relearn: RelearnConfig = DEFAULT_RELEARN,
+    out_dir: str | os.PathLike[str] | None = None,
+    provenance: dict[str, Any] | None = None,
+    model_path: str | os.PathLike[str] | None = None,
+) -> ForgetResult:
+    """Apply ``request`` to ``model`` with ``unlearner``; measure; optionally write the result.
+
+    Args:
+        model: the trained model (left untouched).
+        train: the training set the model was trained on.
+        request: what to forget.
+        unlearner: the method, configured.
+        validation: data of the training distribution never trained on (CCU calibrates against it).
+        test: the test split (the metrics need it; without it none are computed).
+        original_metrics: also measure the original on the same request.
+        relearn: the relearning attack of the metrics.
+        out_dir: if given, write the new checkpoint (registered models), ``metrics.json`` and ``receipt.json``.
+        provenance: the original checkpoint's provenance, carried into the new one.
+        model_path: where the original came from (recorded in the receipt).
+
+    Returns:
+        The `ForgetResult`.
+    """
+    request.validate(train, getattr(model, "modalities", None))
+    data = UnlearnData.from_request(request, train, validation)
+    unlearner.validate(model, data)
+    t0 = time.perf_counter()
+    new = unlearner.unlearn(model, data, original=model)
+    seconds = time.perf_counter() - t0
+    metrics = request_metrics(new, model, data, test, relearn)
+    before = request_metrics(model, model, data, test, relearn) if original_metrics else None
+    receipt = make_receipt(request, unlearner, model, new, metrics, seconds, model_path)
+    if out_dir is not None:
+        write_run(Path(out_dir), new, provenance or {}, metrics, receipt)
+    return ForgetResult(new, metrics, before, seconds, receipt, data)
+
+
+def make_receipt(
+    request: ForgetRequest,
+    unlearner: Unlearner[Any, Any],
+    before: Any,
+    after: Any,
+    metrics: list[MetricResult],
+    seconds: float,
+    model_path: str | os.PathLike[str] | None,
+) -> dict[str, Any]:
+    """The receipt of a forget run: the request, the method and its config, both models' hashes, metrics."""
+    config = dataclasses.asdict(unlearner.config)
+    config.pop("progress", None)
+    return {
+        "request": request.to_dict(),
+        "method": {"name": unlearner.name, "paper": unlearner.paper, "config": config},
+        "model_before": {"path": None if model_path is None else str(model_path), "sha256": state_sha256(before)},
+        "model_after": {"sha256": state_sha256(after)},
+        "metrics": [m.to_dict() for m in metrics],
+        "seconds": seconds,
+        "created_unix": time.time(),
+        "versions": versions(),
+    }
+
+
+def write_run(
+    out: Path, model: Any, provenance: dict[str, Any], metrics: list[MetricResult], receipt: dict[str, Any]
+) -> None:
+    """Write the new checkpoint (registered models only), ``metrics.json`` and ``receipt.json``."""
+    if isinstance(model, MultimodalModel):
+        unlearned = {"method": receipt["method"]["name"], "request": receipt["request"]}
+        save_checkpoint(out, model, provenance={**provenance, "unlearned": unlearned})
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "metrics.json", [m.to_dict() for m in metrics])
+    atomic_write_json(out / "receipt.json", receipt)
