@@ -19,9 +19,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Style (ruff), types (mypy) and the layers of the imports (import-linter, contracts in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy src
+	$(BIN)/lint-imports
 
 # The quick grid of both scenarios (a few minutes), then its report (open runs/bench/quick/report/index.html).
 bench: $(STAMP)

@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from mmunlearn.bench.config import UnlearnGrid
-from mmunlearn.bench.unlearn_cell import request_for
+from mmunlearn.benchmarking.config import UnlearnGrid
+from mmunlearn.benchmarking.unlearn_cell import request_for
 from mmunlearn.checkpoint import load_checkpoint
 from mmunlearn.data import DatasetSplits, ForgetRequest, load_dataset
 from mmunlearn.models import MultimodalClassifier
@@ -107,7 +107,9 @@ def scaling(model: MultimodalClassifier, splits: DatasetSplits, seed: int) -> st
     rows = []
     for label, retain in (("full D", gold), ("half D", half)):
         t0 = time.perf_counter()
-        UNLEARNERS.create("ccu", seed=seed, progress=False).unlearn(model, dataclasses.replace(data, gold_standard=retain))
+        UNLEARNERS.create("ccu", seed=seed, progress=False).unlearn(
+            model, dataclasses.replace(data, gold_standard=retain)
+        )
         rows.append([label, len(retain), len(data.unlearn), time.perf_counter() - t0])
     rows.append(["ratio full/half", "", "", rows[0][3] / rows[1][3]])
     return format_table(["training set", "|D|", "|U|", "ccu seconds"], rows, digits=2)

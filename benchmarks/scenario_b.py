@@ -32,8 +32,8 @@ import torch
 from mmunlearn.data import load_dataset
 from mmunlearn.data.store import DatasetSplits
 from mmunlearn.overrides import parse_value
-from mmunlearn.protect import PROTECTORS, ProtectedDataset
-from mmunlearn.protect.defences import DEFENCES
+from mmunlearn.protectors import PROTECTORS, ProtectedDataset
+from mmunlearn.protectors.defences import DEFENCES
 from mmunlearn.records.scenarios import VICTIM_METRICS
 from mmunlearn.textfmt import format_table
 from mmunlearn.victim import VictimConfig, VictimResult, train_victim

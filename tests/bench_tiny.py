@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmunlearn.bench import ResultStore, load_config, run_bench
+from mmunlearn.benchmarking import ResultStore, load_config, run_bench
 
 TINY_YAML = """\
 name: tiny

@@ -1,10 +1,12 @@
 import json
+import os
 
 import pytest
 import torch
 
 from mmunlearn.checkpoint import load_checkpoint, read_manifest, save_checkpoint, state_sha256
 from mmunlearn.errors import CheckpointError
+from mmunlearn.fileio import sha256_file
 from mmunlearn.models import build_model
 
 CFG = {"input_shapes": {"image": [1, 16, 16], "audio": [8, 16]}, "num_classes": 4, "feat_dim": 8, "width": 4}
@@ -61,9 +63,30 @@ def test_unreadable_and_missing(tmp_path):
         read_manifest(tmp_path)
 
 
-def test_pickle_is_never_loaded(saved):
-    """A pickle file placed where weights are expected is rejected by hash, never unpickled."""
-    folder = saved[0]
-    torch.save({"evil": 1}, folder / "model.safetensors")
-    with pytest.raises(CheckpointError):
+class _Payload:
+    """Unpickling this object runs ``os.mkdir(marker)``: proof that a loader executed pickle code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def _refuse(*args, **kwargs):
+    pytest.fail("load_checkpoint called an unpickler")
+
+
+def test_pickle_is_never_loaded(saved, tmp_path, monkeypatch):
+    """A pickle payload in place of the weights, with a matching SHA-256 in the manifest, is refused unrun."""
+    folder, marker = saved[0], tmp_path / "payload-ran"
+    torch.save({"conv.weight": _Payload(marker)}, folder / "model.safetensors")
+    m = json.loads((folder / "manifest.json").read_text())
+    m["files"]["model.safetensors"] = sha256_file(folder / "model.safetensors")  # the hash check now passes
+    (folder / "manifest.json").write_text(json.dumps(m))
+    for target in ("torch.load", "pickle.load", "pickle.loads", "pickle.Unpickler"):
+        monkeypatch.setattr(target, _refuse)
+    with pytest.raises(CheckpointError) as refused:
         load_checkpoint(folder)
+    assert not marker.exists()
+    assert "cannot read" in str(refused.value)  # refused by the safetensors reader, not by the hash check

@@ -21,7 +21,16 @@ def test_list_json(capsys):
     assert regs["models"] == ["dual-encoder", "multimodal-classifier"]
     assert "ccu" in regs["unlearners"] and "retrain" in regs["unlearners"]
     assert "mem" in regs["protectors"] and "clean" in regs["protectors"]
+    methods = regs.pop("methods")
     assert all(keys == sorted(keys) for keys in regs.values())
+    assert methods["ccu"] == {
+        "family": "unlearner",
+        "stage": "training-time",
+        "model_kinds": ["classifier"],
+        "paper": methods["ccu"]["paper"],
+    }
+    assert methods["mem"]["model_kinds"] == ["dual-encoder"] and methods["mem"]["stage"] == "data-side"
+    assert set(methods) == set(regs["unlearners"]) | set(regs["protectors"])
     code, out, _ = run(capsys, "list")
     assert "datasets: av-digits, emoji-captions, shapes-captions" in out
 
@@ -178,3 +187,102 @@ def test_forget_bad_inputs(av_model, capsys, tmp_path, extra, message):
     assert code == 2
     assert err.strip().startswith(f"error: {message}")
     assert not (tmp_path / "o").exists()
+
+
+def _walk_options(parser, path=("mmunlearn",)):
+    """(command path, option) for every argument of every (sub)command, the subcommand choosers excepted."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _walk_options(sub, (*path, name))
+        elif not isinstance(action, argparse._HelpAction):
+            yield " ".join(path), action
+
+
+def test_every_option_of_every_command_has_help(capsys):
+    from mmunlearn.cli import build_parser
+
+    parser = build_parser()
+    seen = list(_walk_options(parser))
+    assert {cmd for cmd, _ in seen} >= {
+        "mmunlearn list", "mmunlearn data build", "mmunlearn data ids", "mmunlearn train", "mmunlearn eval",
+        "mmunlearn forget", "mmunlearn protect", "mmunlearn victim", "mmunlearn bench", "mmunlearn report",
+        "mmunlearn demo",
+    }  # fmt: skip
+    missing = [f"{cmd} {'/'.join(a.option_strings) or a.dest}" for cmd, a in seen if not (a.help or "").strip()]
+    assert missing == []
+    for argv in (["train"], ["data", "ids"], ["forget"], ["protect"], ["demo"], ["report"]):
+        with pytest.raises(SystemExit) as done:
+            main([*argv, "--help"])  # formats every help string: a stray % would raise here
+        assert done.value.code == 0
+    capsys.readouterr()
+
+
+def test_help_lists_the_registered_names(capsys):
+    from mmunlearn.data import DATASETS, SIZES
+    from mmunlearn.protectors import PROTECTORS
+    from mmunlearn.unlearn import UNLEARNERS
+
+    def help_of(*argv):
+        with pytest.raises(SystemExit):
+            main([*argv, "--help"])
+        return " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # undo argparse's line wrapping
+
+    train = help_of("train")
+    assert all(name in train for name in DATASETS.names()) and f"dataset size: {', '.join(SIZES)}" in train
+    forget = help_of("forget")
+    assert all(name in forget for name in UNLEARNERS.names())
+    protect = help_of("protect")
+    assert all(name in protect for name in PROTECTORS.names())
+    assert "shapes-captions" in protect and "av-digits" not in protect  # caption sets only
+    assert all(name in help_of("data", "ids") for name in DATASETS.names())
+
+
+def test_data_ids_lists_a_split_one_id_per_line_for_forget_ids(av_model, capsys, tmp_path):
+    from mmunlearn.data import load_dataset
+
+    splits = load_dataset("av-digits", "small", 0)
+    code, out, _ = run(capsys, "data", "ids", "av-digits", "--quiet")
+    assert code == 0 and out.splitlines() == splits.train.ids and len(splits.train.ids) == 600
+    code, val, _ = run(capsys, "data", "ids", "av-digits", "--split", "val", "--quiet")
+    assert code == 0 and val.splitlines() == splits.val.ids
+    # three lines of the output, as a user would cut them, make a --forget-ids file
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(out.splitlines(keepends=True)[:3]))
+    code, stdout, _ = run(
+        capsys, "forget", "--model", str(av_model), "--method", "finetune", "--forget-ids", str(ids),
+        "--out", str(tmp_path / "ft"), "--set", "epochs=1", "--json", "--quiet",
+    )  # fmt: skip
+    assert code == 0 and json.loads(stdout)["request"]["n_ids"] == 3
+
+
+def test_data_ids_groups_and_json(capsys):
+    from collections import Counter
+
+    from mmunlearn.data import load_dataset
+
+    train = load_dataset("av-digits", "small", 0).train
+    code, out, _ = run(capsys, "data", "ids", "av-digits", "--json", "--quiet")
+    assert code == 0
+    record = json.loads(out)
+    assert record["dataset"] == "av-digits" and record["split"] == "train"
+    assert record["ids"] == train.ids
+    assert set(record["groups"]) == set(train.groups) and "image_identity" in record["groups"]
+    for kind, counts in record["groups"].items():
+        assert counts == dict(Counter(train.groups[kind]))
+        assert sum(counts.values()) == len(train)
+    code, out, _ = run(capsys, "data", "ids", "av-digits", "--groups", "--quiet")
+    assert code == 0 and "| kind" in out and "samples" in out
+    kind, counts = next(iter(record["groups"].items()))
+    name, n = next(iter(counts.items()))
+    row = next(line for line in out.splitlines() if f" {name} " in line)
+    assert kind in row and row.split("|")[3].strip() == str(n)
+    assert "avd-train-000000" not in out
+
+
+def test_data_ids_bad_name(capsys):
+    code, _, err = run(capsys, "data", "ids", "nope", "--quiet")
+    assert code == 2
+    assert err.strip() == "error: unknown dataset 'nope'; known datasets: av-digits, emoji-captions, shapes-captions"

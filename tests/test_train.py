@@ -116,7 +116,9 @@ def test_resume_after_kill_gives_the_same_final_weights(tmp_path, tiny_av):
 def test_other_run_in_out_dir_is_refused(tmp_path, tiny_av):
     train_model(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST.replace(epochs=1), out_dir=tmp_path)
     with pytest.raises(CheckpointError, match="different run"):
-        train_model(build_model("multimodal-classifier", 0, **CFG), make_av(seed=9), FAST.replace(epochs=1), out_dir=tmp_path)
+        train_model(
+            build_model("multimodal-classifier", 0, **CFG), make_av(seed=9), FAST.replace(epochs=1), out_dir=tmp_path
+        )
 
 
 def test_divergence_restores_last_good_weights(tiny_av):
@@ -135,7 +137,9 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="unknown TrainConfig key"):
         FAST.replace(epochz=3)
     with pytest.raises(ConfigError, match="empty dataset"):
-        train_model(build_model("multimodal-classifier", 0, **CFG), make_av().take(torch.tensor([], dtype=torch.long)), FAST)
+        train_model(
+            build_model("multimodal-classifier", 0, **CFG), make_av().take(torch.tensor([], dtype=torch.long)), FAST
+        )
 
 
 def test_lr_schedule():

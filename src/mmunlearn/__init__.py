@@ -7,7 +7,7 @@ The library API (see the README's "Python API")::
     request = mmunlearn.ForgetRequest.random_fraction(splits.train, 0.1, seed=0)
     result = mmunlearn.forget(model, splits, request, method="ccu", epochs=2)
 
-Names are imported on first use, so that ``import mmunlearn.report`` (which only reads records) does
+Names are imported on first use, so that ``import mmunlearn.reporting`` (which only reads records) does
 not load torch models and methods.
 """
 
@@ -27,7 +27,7 @@ _EXPORTS = {
     "ForgetResult": "pipeline",
     "UnlearnData": "unlearn.base",
     "UNLEARNERS": "unlearn",
-    "PROTECTORS": "protect",
+    "PROTECTORS": "protectors",
     "DATASETS": "data",
     "MODELS": "models",
     "ForgetRequest": "data",
@@ -105,7 +105,7 @@ if TYPE_CHECKING:
     from .models.adapter import ClassifierAdapter
     from .models.protocols import Classifier, DualEncoderModel
     from .pipeline import ForgetResult
-    from .protect import PROTECTORS
+    from .protectors import PROTECTORS
     from .registry import Registry
     from .results import MetricResult, RunRecord
     from .train import TrainConfig, train_model

@@ -11,15 +11,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .bench import BenchConfig, BenchOutcome, load_config, parse_config, run_bench
+from .benchmarking import BenchConfig, BenchOutcome, load_config, parse_config, run_bench
 from .data import DatasetSplits, ForgetRequest, MultimodalDataset
 from .errors import ConfigError
-from .forget import RequestSpec
-from .forget import forget as forget_checkpoint
+from .forgetting import RequestSpec
+from .forgetting import forget as forget_checkpoint
 from .pipeline import ForgetResult, run_request
-from .protect import PROTECTORS, ProtectedDataset
+from .protectors import PROTECTORS, ProtectedDataset
 from .records import ResultStore
-from .report import write_report
+from .reporting import write_report
 from .unlearn import UNLEARNERS
 
 Splits = DatasetSplits | Mapping[str, MultimodalDataset] | MultimodalDataset
@@ -73,7 +73,9 @@ def forget(
         if out_dir is None:
             raise ConfigError("forget on a checkpoint folder writes a new one: give out_dir")
         if not isinstance(request, RequestSpec):
-            raise ConfigError("forget on a checkpoint folder takes a RequestSpec (the dataset comes from its provenance)")
+            raise ConfigError(
+                "forget on a checkpoint folder takes a RequestSpec (the dataset comes from its provenance)"
+            )
         seed = config.pop("seed", 0)
         return forget_checkpoint(
             model, method, request, out_dir, seed=seed, overrides=config, original_metrics=original_metrics
@@ -122,7 +124,7 @@ def bench(
 ) -> BenchOutcome:
     """Run a benchmark grid (a YAML path, its parsed mapping, or a `BenchConfig`) into a results store.
 
-    ``options`` go to `mmunlearn.bench.run_bench` (``data_dir``, ``retry_failed``, ``progress``).
+    ``options`` go to `mmunlearn.benchmarking.run_bench` (``data_dir``, ``retry_failed``, ``progress``).
     """
     if isinstance(config, str | os.PathLike):
         config = load_config(config)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,9 @@ from .fileio import (
     read_json_manifest,
     sha256_bytes,
     sha256_file,
-    tensors_to_bytes,
 )
 from .models import MODELS, MultimodalModel
+from .tensorio import tensors_to_bytes
 from .versions import versions
 
 FORMAT = "mmunlearn-checkpoint/1"
@@ -59,7 +60,7 @@ class Checkpoint:
 
 
 def save_checkpoint(
-    folder: str | Path,
+    folder: str | os.PathLike[str],
     model: MultimodalModel,
     *,
     provenance: dict[str, Any] | None = None,
@@ -101,7 +102,7 @@ def save_checkpoint(
     return manifest
 
 
-def read_manifest(folder: str | Path) -> dict[str, Any]:
+def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate a checkpoint manifest (no tensors are read).
 
     Raises:
@@ -126,7 +127,7 @@ def _load_verified(folder: Path, name: str, expected: str) -> dict[str, Tensor]:
         raise CheckpointError(f"cannot read {path}: {e}") from e
 
 
-def load_checkpoint(folder: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
+def load_checkpoint(folder: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Load and verify a checkpoint written by `save_checkpoint`.
 
     Raises:
@@ -148,7 +149,7 @@ def load_checkpoint(folder: str | Path, *, map_location: str | torch.device = "c
     return Checkpoint(model.to(map_location), manifest, state)
 
 
-def describe(folder: str | Path) -> str:
+def describe(folder: str | os.PathLike[str]) -> str:
     """One line about a checkpoint, for logs."""
     m = read_manifest(folder)
     return f"{m['model']} from {json.dumps(m.get('provenance', {}), sort_keys=True)}"

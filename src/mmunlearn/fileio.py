@@ -9,9 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import save as st_save
-from torch import Tensor
-
 from .errors import CheckpointError
 
 
@@ -55,11 +52,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def tensors_to_bytes(tensors: dict[str, Tensor]) -> bytes:
-    """Serialise tensors with safetensors (contiguous copies, never pickle)."""
-    return st_save({k: v.contiguous() for k, v in tensors.items()})
 
 
 def read_json_manifest(path: Path, fmt: str, what: str) -> dict[str, Any]:

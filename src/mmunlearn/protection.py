@@ -10,8 +10,8 @@ from typing import Any
 from .data import DATASETS, load_dataset
 from .data.store import DatasetSplits
 from .errors import CheckpointError, ConfigError, DataError
-from .protect import PROTECTORS
-from .protect.protected import ProtectedDataset, dataset_source
+from .protectors import PROTECTORS
+from .protectors.protected import ProtectedDataset, dataset_source
 from .victim import VictimConfig, VictimResult, train_victim
 
 log = logging.getLogger(__name__)

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -16,8 +17,23 @@ log = logging.getLogger(__name__)
 Batch = dict[str, Tensor]
 
 
+class Switchable(Protocol):
+    """What `eval_mode` needs: a module's train/eval switch."""
+
+    training: bool
+
+    def train(self, mode: bool = True) -> Any: ...
+    def eval(self) -> Any: ...
+
+
+class HasParameters(Protocol):
+    """What `model_device` needs."""
+
+    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]: ...
+
+
 @contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+def eval_mode(model: Switchable) -> Iterator[None]:
     """Evaluation mode without gradients, restoring the previous train/eval mode afterwards."""
     was_training = model.training
     model.eval()
@@ -60,7 +76,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from e
 
 
-def model_device(model: torch.nn.Module) -> torch.device:
+def model_device(model: HasParameters) -> torch.device:
     """The device of a model's first parameter (CPU for a model without parameters)."""
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 

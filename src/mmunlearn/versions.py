@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import platform
-
-import numpy as np
-import torch
+from importlib.metadata import version
 
 __version__ = "0.1.0"
 
 
 def versions() -> dict[str, str]:
-    """Versions stored in manifests, receipts and records."""
+    """Versions stored in manifests, receipts and records (read from the installed metadata, no import)."""
     return {
         "mmunlearn": __version__,
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
+        "torch": version("torch"),
+        "numpy": version("numpy"),
     }

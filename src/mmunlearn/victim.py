@@ -2,7 +2,7 @@
 
 A victim is what an unauthorised data user would train: the dataset's own training recipe
 (`mmunlearn.recipes.RECIPES`), from scratch, with a seed different from the protector's surrogate,
-optionally with another image tower (transfer) and a defence (`mmunlearn.protect.defences`). It is
+optionally with another image tower (transfer) and a defence (`mmunlearn.protectors.defences`). It is
 evaluated on the *clean* test split (no noise, no trigger): image-to-text and text-to-image
 Recall@1/5/10 and their mean, each next to its chance level.
 """
@@ -20,15 +20,14 @@ from .errors import ConfigError
 from .evaluate import evaluate_dual_encoder
 from .models import DualEncoder
 from .models.dual_encoder import IMAGE_ENCODERS
-from .protect.defences import DEFENCES
-from .protect.protected import ProtectedDataset
+from .protectors.defences import DEFENCES
+from .protectors.protected import ProtectedDataset
 from .recipes import Recipe, new_model, recipe_for
 from .results import MetricResult, RunRecord
 from .train import train_model
 from .versions import versions
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -149,7 +148,7 @@ def train_victim(
     if config.epochs is not None:
         overrides["epochs"] = config.epochs
     result = train_model(model, data, recipe.train.replace(**overrides))
-    metrics = evaluate_dual_encoder(result.model, {"test": splits.test})  # type: ignore[arg-type]
+    metrics = evaluate_dual_encoder(result.model, {"test": splits.test})
     method = protected.method if protected is not None else "clean"
     log.info("victim (%s, seed %d, %s) trained in %.1f s", method, seed, config.defence, result.seconds)
-    return VictimResult(result.model, metrics, result.seconds, seed, config, method)  # type: ignore[arg-type]
+    return VictimResult(result.model, metrics, result.seconds, seed, config, method)

@@ -3,7 +3,7 @@
 import json
 
 from bench_tiny import write_config
-from mmunlearn.bench import ResultStore
+from mmunlearn.benchmarking import ResultStore
 from mmunlearn.cli import main
 
 ONE_CELL_YAML = """\

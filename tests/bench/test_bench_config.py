@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from mmunlearn.bench import ProtectGrid, UnlearnGrid, load_config, parse_config
-from mmunlearn.bench.cells import bench_cells
+from mmunlearn.benchmarking import ProtectGrid, UnlearnGrid, load_config, parse_config
+from mmunlearn.benchmarking.cells import bench_cells
 from mmunlearn.errors import ConfigError
 
 CONFIGS = Path(__file__).parents[2] / "benchmarks" / "configs"

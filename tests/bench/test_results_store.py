@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from mmunlearn.bench import ResultStore, StoreLockedError, read_records
+from mmunlearn.benchmarking import ResultStore, StoreLockedError, read_records
 from mmunlearn.errors import CheckpointError
 from mmunlearn.results import MetricResult, RunRecord
 

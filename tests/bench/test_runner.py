@@ -12,9 +12,9 @@ from collections import Counter
 import pytest
 
 from bench_tiny import run_tiny, write_config
-from mmunlearn.bench import ResultStore, aggregate, load_config, parse_config, read_records, run_bench
-from mmunlearn.bench.cells import bench_cells
-from mmunlearn.bench.unlearn_cell import UnlearnCells
+from mmunlearn.benchmarking import ResultStore, aggregate, load_config, parse_config, read_records, run_bench
+from mmunlearn.benchmarking.cells import bench_cells
+from mmunlearn.benchmarking.unlearn_cell import UnlearnCells
 from mmunlearn.metrics.scenario_a import METRIC_NAMES
 
 RESUME_YAML = """\

@@ -2,8 +2,7 @@ import pytest
 import torch
 
 from mmunlearn.errors import ConfigError, DataError
-from mmunlearn.models import MODELS, DualEncoder, WordTokenizer
-from mmunlearn.models import build_model
+from mmunlearn.models import MODELS, DualEncoder, WordTokenizer, build_model
 
 CFG = {"input_shapes": {"image": [1, 16, 16], "audio": [8, 16]}, "num_classes": 4, "feat_dim": 8, "width": 4}
 

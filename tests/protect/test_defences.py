@@ -7,7 +7,7 @@ import torch
 from caption_toy import make_captions
 
 from mmunlearn.errors import ConfigError
-from mmunlearn.protect.defences import (
+from mmunlearn.protectors.defences import (
     DEFENCES,
     AugmentedDataset,
     dct_matrix,

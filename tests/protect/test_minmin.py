@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from caption_toy import VOCAB, make_captions
 
-from mmunlearn.models import clip_loss
-from mmunlearn.protect.minmin import (
+from mmunlearn.models import build_model, clip_loss
+from mmunlearn.protectors.minmin import (
     MinMinSettings,
     cover_batches,
     frozen,
@@ -16,8 +16,7 @@ from mmunlearn.protect.minmin import (
     swap_losses,
     with_trigger,
 )
-from mmunlearn.protect.protected import prepend_triggers
-from mmunlearn.models import build_model
+from mmunlearn.protectors.protected import prepend_triggers
 
 
 def tiny_model(seed: int = 0):
@@ -119,7 +118,7 @@ def test_with_trigger_trims_padding_only():
 
 
 def test_history_records_the_surrogates_reliance_on_the_noise():
-    from mmunlearn.protect.minmin import run_min_min
+    from mmunlearn.protectors.minmin import run_min_min
 
     data = make_captions(n=16)
     kw = {"outer_iters": 2, "surrogate_steps": 1, "pgd_steps": 2, "batch_size": 8, "progress": False}

@@ -10,7 +10,7 @@ import pytest
 from mmunlearn.cli.protect import add_commands
 from mmunlearn.errors import CheckpointError, ConfigError, DataError
 from mmunlearn.overrides import parse_sets, parse_value
-from mmunlearn.protect import ProtectedDataset
+from mmunlearn.protectors import ProtectedDataset
 
 TINY = ["--set", "outer_iters=1", "--set", "trigger_iters=1", "--set", "surrogate_steps=1", "--set", "pgd_steps=1",
         "--set", "hotflip_candidates=2"]  # fmt: skip

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmunlearn.errors import CheckpointError, DataError
-from mmunlearn.protect import ProtectedDataset, prepend_triggers, quantize_noise, trigger_budget
-from mmunlearn.protect.protected import dataset_source, noise_dtype, noise_units
+from mmunlearn.protectors import ProtectedDataset, prepend_triggers, quantize_noise, trigger_budget
+from mmunlearn.protectors.protected import dataset_source, noise_dtype, noise_units
 
 
 def protection(data, eps=8 / 255, k=2, seed=0, method="test"):

@@ -7,10 +7,10 @@ import torch
 from caption_toy import make_captions
 
 from mmunlearn.errors import ConfigError, DataError
-from mmunlearn.protect import PROTECTORS, ProtectedDataset
-from mmunlearn.protect.base import SURROGATE_ARCH
-from mmunlearn.protect.protected import noise_units
 from mmunlearn.models import build_model
+from mmunlearn.protectors import PROTECTORS, ProtectedDataset
+from mmunlearn.protectors.base import SURROGATE_ARCH
+from mmunlearn.protectors.protected import noise_units
 
 TINY = {
     "clean": {},

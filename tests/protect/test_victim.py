@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mmunlearn.errors import ConfigError, DataError
-from mmunlearn.protect import PROTECTORS
+from mmunlearn.protectors import PROTECTORS
 from mmunlearn.victim import VictimConfig, train_victim, victim_seed, victim_training_set
 
 

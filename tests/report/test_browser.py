@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from mmunlearn.report import write_report
+from mmunlearn.reporting import write_report
 
 CHROMIUM = os.environ.get("MMUNLEARN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [  # no sandbox as root; no background connections on a closed network

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from mmunlearn.bench import aggregate, read_records
+from mmunlearn.benchmarking import aggregate, read_records
 from mmunlearn.errors import ConfigError
-from mmunlearn.report import README_BEGIN, README_END, write_report
+from mmunlearn.reporting import README_BEGIN, README_END, write_report
 
 
 @pytest.fixture(scope="module")

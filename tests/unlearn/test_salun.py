@@ -2,7 +2,7 @@
 
 import torch
 
-from mmunlearn.train import build_model
+from mmunlearn.models import build_model
 from mmunlearn.unlearn.base import present_only
 from mmunlearn.unlearn.salun import saliency_mask
 from toy import make_av

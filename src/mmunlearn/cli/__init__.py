@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,11 @@ from ..checkpoint import load_checkpoint
 from ..data import DATASETS, SIZES, SPLITS, build_dataset, load_dataset
 from ..errors import CheckpointError, MMUnlearnError
 from ..evaluate import evaluate
-from ..forget import RequestSpec, forget
+from ..forgetting import RequestSpec, forget
 from ..models import MODELS, DualEncoder
+from ..models.protocols import kind_names
 from ..overrides import parse_sets
-from ..protect import PROTECTORS
+from ..protectors import PROTECTORS
 from ..recipes import train_on_dataset
 from ..records.scenarios import gap_to_retrain
 from ..registry import Registry, UnknownNameError
@@ -42,13 +44,30 @@ def registries() -> dict[str, Registry[Any]]:
 
 
 # -- commands ----------------------------------------------------------------------------------------
+def method_table() -> dict[str, dict[str, Any]]:
+    """Every method (unlearners and protectors): its family, intervention stage and supported model kinds."""
+    out = {}
+    for family, reg in (("unlearner", UNLEARNERS), ("protector", PROTECTORS)):
+        for name in reg.names():
+            cls: Any = reg.get(name)
+            kinds = kind_names(getattr(cls, "requires", ()))
+            out[name] = {"family": family, "stage": cls.stage, "model_kinds": kinds, "paper": cls.paper}
+    return out
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     regs = {name: reg.names() for name, reg in registries().items()}
+    methods = method_table()
     if args.json:
-        print(json.dumps(regs, sort_keys=True))
+        print(json.dumps({**regs, "methods": methods}, sort_keys=True))
         return 0
-    for name, keys in regs.items():
-        print(f"{name}: {', '.join(keys) or '(none)'}")
+    for name in ("datasets", "models"):
+        print(f"{name}: {', '.join(regs[name]) or '(none)'}")
+    for stage in sorted({m["stage"] for m in methods.values()}):
+        print(f"{stage}:")
+        for name, m in methods.items():
+            if m["stage"] == stage:
+                print(f"  {name:<16} {m['family']:<10} models: {', '.join(m['model_kinds'])}")
     return 0
 
 
@@ -64,6 +83,23 @@ def cmd_data_build(args: argparse.Namespace) -> int:
             f"{args.name} ({args.size}, seed {args.seed}) at {path}: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
         )
         print(f"ready in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_data_ids(args: argparse.Namespace) -> int:
+    """The sample ids of one split (one per line) or its identity groups with their sizes."""
+    dataset = load_dataset(args.name, args.size, args.seed, args.data_dir, progress=not args.quiet).split(args.split)
+    groups = {kind: dict(sorted(Counter(names).items())) for kind, names in dataset.groups.items()}
+    if args.json:
+        record = {"dataset": args.name, "size": args.size, "seed": args.seed, "split": args.split}
+        print(json.dumps({**record, "ids": dataset.ids, "groups": groups}))
+    elif args.groups:
+        if not groups:
+            print(f"{args.name} ({args.size}) {args.split}: no identity groups")
+            return 0
+        print(format_table(["kind", "group", "samples"], [[k, g, n] for k, c in groups.items() for g, n in c.items()]))
+    else:
+        sys.stdout.write("".join(f"{sid}\n" for sid in dataset.ids))
     return 0
 
 
@@ -213,6 +249,11 @@ def metrics_table(metrics: Sequence[MetricResult]) -> str:
 
 
 # -- parser ------------------------------------------------------------------------------------------
+def known(names: Sequence[str]) -> str:
+    """A help-string list of registered names, ``%``-escaped for argparse."""
+    return (", ".join(names) or "(none)").replace("%", "%%")
+
+
 def _common(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
     p.add_argument("--data-dir", default=None, help="dataset cache root (default: $MMUNLEARN_DATA or the user cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or info logs")
@@ -220,53 +261,103 @@ def _common(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
         p.add_argument("--json", action="store_true", help="print one machine-readable JSON record")
 
 
+def _size(p: argparse.ArgumentParser, default: str = "small") -> None:
+    p.add_argument(
+        "--size", choices=SIZES, default=default, help=f"dataset size: {known(SIZES)} (default: %(default)s)"
+    )
+
+
+def _device(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ... (default: %(default)s)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every command."""
+    """The argument parser of every command (registered names are listed in the help as built now)."""
     parser = argparse.ArgumentParser(
         prog="mmunlearn", description="Multimodal machine unlearning and unlearnable examples."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    datasets = known(DATASETS.names())
 
     p = sub.add_parser("list", help="list every registry (datasets, models, ...)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the registries as one JSON object")
     p.set_defaults(func=cmd_list)
 
     data = sub.add_parser("data", help="built-in datasets").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("build", help="build a built-in dataset into the cache (verified by checksum)")
-    p.add_argument("name")
-    p.add_argument("--size", choices=SIZES, default="small")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("name", help=f"built-in dataset: {datasets}")
+    _size(p)
+    p.add_argument("--seed", type=int, default=0, help="dataset generation seed (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="rebuild even if a verified cache exists")
     _common(p)
     p.set_defaults(func=cmd_data_build)
 
+    p = data.add_parser(
+        "ids",
+        help="list the sample ids (or identity groups) of a built-in dataset's split",
+        description="Print the sample ids of one split, one per line (a file for `mmunlearn forget --forget-ids`), "
+        "or with --groups every identity group with its number of samples (names for --forget-identity). "
+        "The dataset is built on first use.",
+    )
+    p.add_argument("name", help=f"built-in dataset: {datasets}")
+    _size(p)
+    p.add_argument("--seed", type=int, default=0, help="dataset generation seed (default: %(default)s)")
+    p.add_argument("--split", choices=SPLITS, default="train", help=f"split: {known(SPLITS)} (default: %(default)s)")
+    p.add_argument(
+        "--groups", action="store_true", help="list the identity groups (kind, name, samples) instead of the ids"
+    )
+    p.add_argument("--data-dir", default=None, help="dataset cache root (default: $MMUNLEARN_DATA or the user cache)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar while the dataset is built")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON object: {"dataset", "size", "seed", "split", "ids": [...], "groups": {kind: {name: count}}}',
+    )
+    p.set_defaults(func=cmd_data_ids)
+
     p = sub.add_parser("train", help="train the recipe model of a built-in dataset")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--size", choices=SIZES, default="small")
+    p.add_argument("--dataset", required=True, help=f"built-in dataset: {datasets}")
+    _size(p)
     p.add_argument("--out", required=True, help="checkpoint folder (an unfinished run there is resumed)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0, help="training seed")
-    p.add_argument("--data-seed", type=int, default=0, help="dataset generation seed")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the dataset recipe's)")
+    p.add_argument("--batch-size", type=int, default=None, help="samples per step (default: the dataset recipe's)")
+    p.add_argument("--lr", type=float, default=None, help="(peak) learning rate (default: the dataset recipe's)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
+    p.add_argument("--data-seed", type=int, default=0, help="dataset generation seed (default: %(default)s)")
+    _device(p)
     _common(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on its dataset")
     p.add_argument("--model", required=True, help="checkpoint folder")
-    p.add_argument("--splits", nargs="+", choices=SPLITS, default=["train", "test"])
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--splits",
+        nargs="+",
+        choices=SPLITS,
+        default=["train", "test"],
+        metavar="SPLIT",
+        help=f"splits to evaluate on: any of {known(SPLITS)} (default: train test)",
+    )
+    _device(p)
     _common(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("forget", help="make a trained classifier forget part of its training data")
     p.add_argument("--model", required=True, help="checkpoint folder of the original model")
-    p.add_argument("--method", required=True, help="unlearning method (mmunlearn list)")
+    p.add_argument("--method", required=True, help=f"unlearning method: {known(UNLEARNERS.names())}")
     sel = p.add_mutually_exclusive_group(required=True)
-    sel.add_argument("--forget-fraction", type=float, help="a seeded random share of the training samples")
-    sel.add_argument("--forget-ids", help="text file with one sample id per line")
-    sel.add_argument("--forget-identity", nargs="+", help="identity groups (fonts, writers, voices)")
+    sel.add_argument("--forget-fraction", type=float, help="a seeded random share of the training samples, in (0, 1)")
+    sel.add_argument(
+        "--forget-ids", help="text file with one sample id per line (`mmunlearn data ids NAME` lists them)"
+    )
+    sel.add_argument(
+        "--forget-identity",
+        nargs="+",
+        metavar="GROUP",
+        help="identity groups: fonts, writers, voices (`mmunlearn data ids NAME --groups` lists them)",
+    )
     sel.add_argument("--forget-class", type=int, help="every sample of one class")
     p.add_argument(
         "--modalities",
@@ -276,11 +367,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="modalities to forget: any the model has (image, audio, ...), or 'all' for full deletion (default: image)",
     )
     p.add_argument("--out", required=True, help="folder for the new checkpoint, metrics and receipt")
-    p.add_argument("--seed", type=int, default=0, help="seed of the method")
+    p.add_argument("--seed", type=int, default=0, help="seed of the method (default: %(default)s)")
     p.add_argument("--request-seed", type=int, default=0, help="seed of a random --forget-fraction selection")
     p.add_argument("--reason", default="", help="recorded in the receipt")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field of the method's config")
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a field of the method's config, e.g. epochs=1 (repeatable)",
+    )
+    _device(p)
     _common(p)
     p.set_defaults(func=cmd_forget)
 
@@ -288,12 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_commands(sub)
 
     p = sub.add_parser("demo", help="train on av-digits, forget 10%% of its images with CCU, retrain, compare")
-    p.add_argument("--size", choices=SIZES, default="full")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    _common(p, json_flag=False)
+    _size(p, default="full")
+    p.add_argument("--out", default="runs/demo", help="output folder (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs of the original (default: the recipe's)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of training, the request and both methods (default: %(default)s)"
+    )
+    _device(p)
+    _common(p)
     p.set_defaults(func=cmd_demo)
     return parser
 

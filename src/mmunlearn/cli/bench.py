@@ -11,11 +11,12 @@ from pathlib import Path
 
 import torch
 
-from ..bench.config import BenchConfig, load_config
-from ..bench.runner import run_bench
+from ..benchmarking.config import BenchConfig, load_config
+from ..benchmarking.runner import run_bench
 from ..errors import ConfigError
 from ..records.aggregate import Table, aggregate
 from ..records.store import ResultStore, read_records
+from ..reporting import write_report
 from ..textfmt import format_table
 
 
@@ -79,8 +80,6 @@ def quick_table(table: Table) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..report import write_report  # matplotlib is imported only here
-
     files = write_report(args.results, args.out, command=command_line(args), readme=args.readme)
     if args.json:
         print(json.dumps({k: str(v) for k, v in files.items()}))
@@ -108,6 +107,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("results", nargs="+", help="results store(s) written by mmunlearn bench (records are pooled)")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--readme", default=None, help="also rewrite the bench section of this Markdown file")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no info logs")
     p.add_argument("--json", action="store_true", help="print the written files as JSON")
     p.set_defaults(func=cmd_report)

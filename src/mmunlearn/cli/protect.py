@@ -12,11 +12,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..data import SIZES
+from ..data import DATASETS, SIZES
 from ..overrides import parse_sets, parse_value
-from ..protect import PROTECTORS
-from ..protect.defences import DEFENCES
 from ..protection import protect_builtin, victim_from_dir
+from ..protectors import PROTECTORS
+from ..protectors.defences import DEFENCES
 from ..results import MetricResult, RunRecord
 from ..textfmt import format_table
 from ..versions import versions
@@ -106,27 +106,35 @@ def retrieval_table(metrics: Sequence[MetricResult]) -> str:
 # -- parser -------------------------------------------------------------------------------------------
 def add_commands(subparsers: Any) -> None:
     """Add ``protect`` and ``victim`` to the main parser's subparsers (``parser.add_subparsers(...)``)."""
+    captions = [n for n in DATASETS.names() if "text" in getattr(DATASETS.get(n), "modalities", ())]
     p = subparsers.add_parser("protect", help="make a built-in caption dataset unlearnable (noise + trigger)")
-    p.add_argument("--dataset", required=True, help="built-in caption dataset, e.g. shapes-captions")
-    p.add_argument("--size", choices=SIZES, default="small")
-    p.add_argument("--method", required=True, help=f"protector: {', '.join(PROTECTORS.names())}")
+    p.add_argument("--dataset", required=True, help=f"built-in caption dataset: {_known(captions)}")
+    p.add_argument(
+        "--size", choices=SIZES, default="small", help=f"dataset size: {_known(SIZES)} (default: %(default)s)"
+    )
+    p.add_argument("--method", required=True, help=f"protector: {_known(PROTECTORS.names())}")
     p.add_argument("--out", required=True, help="folder for the protection (noise, triggers, manifest)")
     p.add_argument("--epsilon", default=None, help="L-inf noise budget in pixel units, e.g. 0.0314 or 8/255")
     p.add_argument("--trigger-len", type=int, default=None, help="trigger tokens per caption")
     p.add_argument("--seed", type=int, default=None, help="protector seed (surrogate, draws)")
-    p.add_argument("--data-seed", type=int, default=0, help="dataset generation seed")
+    p.add_argument("--data-seed", type=int, default=0, help="dataset generation seed (default: %(default)s)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any protector config field (repeatable)")
     _common(p)
     p.set_defaults(func=cmd_protect)
 
     p = subparsers.add_parser("victim", help="train a victim on a protected dataset, evaluate on clean test pairs")
     p.add_argument("--protected", required=True, help="folder written by `mmunlearn protect`")
-    p.add_argument("--defence", default="none", help=f"defence: {', '.join(DEFENCES.names())}")
+    p.add_argument("--defence", default="none", help=f"defence: {_known(DEFENCES.names())} (default: %(default)s)")
     p.add_argument("--seed", type=int, default=None, help="victim seed (default: the surrogate's seed + 1)")
     p.add_argument("--image-encoder", default="cnn", help="victim image tower: cnn (the recipe's) or resnet")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the dataset recipe's)")
     _common(p)
     p.set_defaults(func=cmd_victim)
+
+
+def _known(names: Sequence[str]) -> str:
+    """A help-string list of registered names, ``%``-escaped for argparse."""
+    return (", ".join(names) or "(none)").replace("%", "%%")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

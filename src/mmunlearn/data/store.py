@@ -24,7 +24,8 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from ..errors import DataError
-from ..fileio import atomic_write_json, sha256_file, tensors_to_bytes
+from ..fileio import atomic_write_json, sha256_file
+from ..tensorio import tensors_to_bytes
 from .builder import DATASETS, SIZES, SPLITS, BuiltData, DatasetBuilder
 from .core import MultimodalDataset, SplitData, from_split
 
@@ -63,7 +64,7 @@ class DatasetSplits:
         """One split by name (train, val or test)."""
         if name not in SPLITS:
             raise DataError(f"unknown split {name!r}; splits are {', '.join(SPLITS)}")
-        return getattr(self, name)  # type: ignore[no-any-return]
+        return getattr(self, name)
 
 
 def default_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -202,7 +203,7 @@ def load_dataset(
     )
 
 
-def _read_split(path: Path, split: str, builder: DatasetBuilder, meta: dict, name: str) -> MultimodalDataset:  # type: ignore[type-arg]
+def _read_split(path: Path, split: str, builder: DatasetBuilder, meta: dict, name: str) -> MultimodalDataset:
     tensors = load_file(str(path / f"{split}.safetensors"))
     info = json.loads((path / f"{split}.json").read_text())
     labels = tensors.pop("label", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -87,6 +88,6 @@ class WordTokenizer:
         return {"vocab": self.vocab, "max_len": self.max_len}
 
     @classmethod
-    def from_dict(cls, d: dict[str, object]) -> WordTokenizer:
+    def from_dict(cls, d: dict[str, Any]) -> WordTokenizer:
         """Inverse of `to_dict`."""
-        return cls(list(d["vocab"]), int(d["max_len"]))  # type: ignore[call-overload, arg-type]
+        return cls(list(d["vocab"]), int(d["max_len"]))

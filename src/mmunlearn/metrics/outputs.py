@@ -25,9 +25,11 @@ def classifier_logits(model: Classifier, dataset: MultimodalDataset, modality: s
     Returns:
         (N, classes) logits on the CPU.
     """
-    device = model_device(model)  # type: ignore[arg-type]
-    with eval_mode(model):  # type: ignore[arg-type]
-        parts = [model(b) if modality is None else model.modality_logits(b, modality) for b in _batches(dataset, device)]
+    device = model_device(model)
+    with eval_mode(model):
+        parts = [
+            model(b) if modality is None else model.modality_logits(b, modality) for b in _batches(dataset, device)
+        ]
     return torch.cat(parts).cpu() if parts else torch.zeros(0, dataset.num_classes or 0)
 
 
@@ -37,9 +39,9 @@ def pair_embeddings(model: DualEncoderModel, dataset: MultimodalDataset) -> tupl
     Returns:
         (N, D) image embeddings and (N, D) text embeddings, on the CPU.
     """
-    device = model_device(model)  # type: ignore[arg-type]
+    device = model_device(model)
     imgs, txts = [], []
-    with eval_mode(model):  # type: ignore[arg-type]
+    with eval_mode(model):
         for b in _batches(dataset, device):
             imgs.append(model.encode_image(b["image"]).cpu())
             txts.append(model.encode_text(b["text"]).cpu())

@@ -26,7 +26,15 @@ from .outputs import LogitCache
 REQUIRES = (Classifier,)
 """The model protocol the scenario-A suite needs."""
 METRIC_NAMES = SCENARIO_A_METRICS
-__all__ = ["DEFAULT_RELEARN", "HEADLINE", "METRIC_NAMES", "RelearnConfig", "ScenarioAData", "gap_to_retrain", "scenario_a_metrics"]
+__all__ = [
+    "DEFAULT_RELEARN",
+    "HEADLINE",
+    "METRIC_NAMES",
+    "RelearnConfig",
+    "ScenarioAData",
+    "gap_to_retrain",
+    "scenario_a_metrics",
+]
 
 
 @dataclass(frozen=True)
@@ -130,7 +138,7 @@ def structure(model: Classifier, original: Classifier, d: ScenarioAData, limit: 
     m = d.forget_modality
     has = d.retain.present[m].nonzero().squeeze(1)[:limit]
     batch = d.retain.batch(has)
-    with eval_mode(model), eval_mode(original):  # type: ignore[arg-type]
+    with eval_mode(model), eval_mode(original):
         return MetricResult(f"retain_cka_{m}", "retain", linear_cka(original.embed(batch, m), model.embed(batch, m)))
 
 
@@ -145,13 +153,13 @@ def relearn(model: Classifier, d: ScenarioAData, config: RelearnConfig | None = 
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed))
     part, rest = d.unlearn.take(perm[:k]), d.unlearn.take(perm[k:])
     attacker = copy.deepcopy(model).eval()  # eval: normalisation statistics stay those of the model
-    opt = make_optimizer(attacker, "adamw", config.lr)  # type: ignore[arg-type]
-    device = model_device(attacker)  # type: ignore[arg-type]
+    opt = make_optimizer(attacker, "adamw", config.lr)
+    device = model_device(attacker)
     for step in range(config.steps):
         idx = epoch_batches(len(part), config.batch_size, config.seed, step)[0]
         batch = to_device(part.batch(idx), device)
         loss = F.cross_entropy(attacker.modality_logits(batch, m), batch["label"])
-        optimizer_step(attacker, opt, loss, None)  # type: ignore[arg-type]
+        optimizer_step(attacker, opt, loss, None)
     return MetricResult(f"relearn_acc_{m}", "unlearn", _acc(LogitCache(attacker), rest, m), None)
 
 

@@ -18,8 +18,9 @@ class ClassifierAdapter(nn.Module):
     (a missing modality contributes zeros), go through the user's head.
 
     The adapter owns no weights of its own: ``encoders`` and ``head`` are the user's modules (not
-    copies), so unlearning edits the user's model and its ``state_dict`` keys keep their names under
-    ``encoders.<modality>.`` and ``head.``.
+    copies). Pass the user's whole network as ``network`` to get it back from any copy the library
+    makes: ``result.model.network`` is the edited network, its submodules shared with the adapter's
+    ``encoders`` and ``head`` (it is not a registered submodule, so its weights are not listed twice).
 
     Args:
         encoders: modality -> module mapping that modality's (B, ...) input to (B, feature_dims[modality]).
@@ -27,6 +28,7 @@ class ClassifierAdapter(nn.Module):
         feature_dims: modality -> feature size of its encoder.
         unimodal_weight: weight of the unimodal cross-entropy terms added to the fused one in `loss`
             (each modality alone through the head), so that unimodal logits keep their meaning.
+        network: the user's network that owns ``encoders`` and ``head`` (optional).
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class ClassifierAdapter(nn.Module):
         head: nn.Module,
         feature_dims: Mapping[str, int],
         unimodal_weight: float = 0.5,
+        network: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if set(encoders) != set(feature_dims):
@@ -44,11 +47,12 @@ class ClassifierAdapter(nn.Module):
         self.head = head
         self.feature_dims = dict(feature_dims)
         self.unimodal_weight = unimodal_weight
+        self.__dict__["network"] = network  # not registered: deep copies still share its submodules
 
     def embed(self, batch: Batch, modality: str) -> Tensor:
         if modality not in self.encoders:
             raise DataError(f"this model has no {modality!r} encoder; it has {list(self.modalities)}")
-        return self.encoders[modality](batch[modality])  # type: ignore[no-any-return]
+        return self.encoders[modality](batch[modality])
 
     def features(self, batch: Batch) -> dict[str, Tensor]:
         return {m: _masked(self.embed(batch, m), batch.get(f"present_{m}")) for m in self.modalities}
@@ -57,7 +61,7 @@ class ClassifierAdapter(nn.Module):
         n = len(next(iter(feats.values())))
         ref = next(iter(feats.values()))
         parts = [feats.get(m, ref.new_zeros(n, self.feature_dims[m])) for m in self.modalities]
-        return self.head(torch.cat(parts, dim=1))  # type: ignore[no-any-return]
+        return self.head(torch.cat(parts, dim=1))
 
     def forward(self, batch: Batch) -> Tensor:
         return self.logits_from_features(self.features(batch))

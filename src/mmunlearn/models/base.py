@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -11,8 +11,6 @@ from torch import Tensor, nn
 from ..configs import config_dict
 from ..errors import ConfigError
 from ..registry import Registry
-
-MODELS: Registry[nn.Module] = Registry("model")
 
 
 class MultimodalModel(nn.Module):
@@ -35,14 +33,18 @@ class MultimodalModel(nn.Module):
         return config_dict(self.config)
 
 
-def build_model(kind: str, seed: int, **config: Any) -> nn.Module:
+MODELS: Registry[MultimodalModel] = Registry("model")
+M = TypeVar("M", bound=nn.Module)
+
+
+def build_model(kind: str, seed: int, **config: Any) -> MultimodalModel:
     """Create a registered model with initial weights drawn from ``seed`` (global RNG left untouched)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return MODELS.create(kind, **config)
 
 
-def fresh_copy(model: nn.Module, seed: int) -> nn.Module:
+def fresh_copy(model: M, seed: int) -> M:
     """The architecture of ``model`` with new initial weights drawn from ``seed`` (global RNG left untouched).
 
     A registered model is rebuilt from its kind and config, exactly as it was first built. Any other
@@ -53,7 +55,7 @@ def fresh_copy(model: nn.Module, seed: int) -> nn.Module:
         ConfigError: a user model with parameters that cannot be re-initialised.
     """
     if isinstance(model, MultimodalModel) and getattr(model, "kind", None) in MODELS:
-        return build_model(model.kind, seed, **model.config_dict()).to(next(model.parameters()).device)
+        return build_model(model.kind, seed, **model.config_dict()).to(next(model.parameters()).device)  # type: ignore[return-value]
     fresh = copy.deepcopy(model)
     covered: set[int] = set()
     with torch.random.fork_rng():

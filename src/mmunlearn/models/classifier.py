@@ -68,7 +68,7 @@ class MultimodalClassifier(MultimodalModel):
         """
         if modality not in self.encoders:
             raise DataError(f"this model has no {modality!r} encoder; it has {list(self.modalities)}")
-        return self.encoders[modality](batch[modality])  # type: ignore[no-any-return]
+        return self.encoders[modality](batch[modality])
 
     def features(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Features of every modality with missing ones zeroed.
@@ -94,7 +94,7 @@ class MultimodalClassifier(MultimodalModel):
         Returns:
             (B, num_classes) logits.
         """
-        out = self.head.bias
+        out: Tensor = self.head.bias
         for m, f in feats.items():
             out = out + f @ self._block(m).T
         return out

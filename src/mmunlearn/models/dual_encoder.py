@@ -82,7 +82,7 @@ class DualEncoder(MultimodalModel):
         c = self.config
         self.tokenizer = WordTokenizer(list(c.vocab), c.text_len)
         tower = IMAGE_ENCODERS[c.image_encoder]
-        self.image_encoder = tower(tuple(c.image_shape), c.embed_dim, c.width)  # type: ignore[arg-type]
+        self.image_encoder = tower(tuple(c.image_shape), c.embed_dim, c.width)
         self.text_encoder = TextEncoder(len(c.vocab), c.text_len, c.embed_dim, c.text_dim, c.text_layers)
         self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / c.init_temperature)))
 

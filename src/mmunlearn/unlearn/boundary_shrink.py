@@ -39,7 +39,7 @@ def neighbour_labels(original: Classifier, batch: Batch, modalities: list[str], 
             adv[m] = torch.round((x + bound * g.sign()).clamp(0, 1) * 255) / 255
         else:
             adv[m] = x + bound * x.std() * g.sign()
-    with eval_mode(original):  # type: ignore[arg-type]
+    with eval_mode(original):
         return original({**batch, **{m: adv[m].detach() for m in modalities}}).argmax(1)
 
 

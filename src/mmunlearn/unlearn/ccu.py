@@ -167,7 +167,7 @@ class CCU(Unlearner[CCUConfig, CCUState]):
 
     def _forget_losses(self, model: Classifier, run: Run[CCUState], batch: Batch) -> Tensor:
         """Per-sample CE of the forgotten modalities alone (image-only for visual unlearning). Returns (N,)."""
-        with eval_mode(model):  # type: ignore[arg-type]
+        with eval_mode(model):
             return F.cross_entropy(model(run.forget_view(batch)), batch["label"], reduction="none")
 
     def loss(self, model: Classifier, run: Run[CCUState], step: Step) -> Tensor:

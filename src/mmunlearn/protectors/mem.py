@@ -67,7 +67,7 @@ class MEM(Protector):
     Config: ClassVar[type[ProtectConfig]] = MEMConfig
 
     def generate(self, dataset: MultimodalDataset, surrogate: DualEncoder | None) -> Generated:
-        """Run the min-min loop (see `mmunlearn.protect.minmin`)."""
+        """Run the min-min loop (see `mmunlearn.protectors.minmin`)."""
         settings = settings_from(self.config)
         state = run_min_min(dataset, surrogate, settings, vocab_size(dataset), desc=self.name)  # type: ignore[arg-type]
         return Generated(state.noise.float() / 255, state.triggers, {"history": state.history})  # type: ignore[union-attr]

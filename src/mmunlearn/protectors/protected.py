@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,8 @@ from ..fileio import (
     canonical_json,
     read_json_manifest,
     sha256_bytes,
-    tensors_to_bytes,
 )
+from ..tensorio import tensors_to_bytes
 
 FORMAT = "mmunlearn-protected/1"
 MANIFEST = "manifest.json"
@@ -277,7 +278,7 @@ class ProtectedDataset:
         return captions
 
     # -- files ------------------------------------------------------------------------------------
-    def save(self, folder: str | Path, *, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def save(self, folder: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write the protection to ``folder`` (created if needed); the manifest is written last, atomically.
 
         Returns:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from ..data import DatasetSplits
 from ..fileio import canonical_json, sha256_bytes
-from ..protect import PROTECTORS, ProtectedDataset
-from ..protect.protected import dataset_source
+from ..protectors import PROTECTORS, ProtectedDataset
+from ..protectors.protected import dataset_source
 from ..results import RunRecord
 from ..victim import train_victim
 from .cells import Cell, keep, resolved

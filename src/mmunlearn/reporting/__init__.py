@@ -1,6 +1,6 @@
 """Reports from a results store: Markdown and CSV tables, PNG plots, one offline HTML page, a README section.
 
-Reports read only `RunRecord`s (through `mmunlearn.bench.read_records`); nothing is recomputed.
+Reports read only `RunRecord`s (through `mmunlearn.benchmarking.read_records`); nothing is recomputed.
 """
 
 from __future__ import annotations

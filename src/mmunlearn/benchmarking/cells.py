@@ -10,7 +10,7 @@ from typing import Any
 
 from ..data import DATASETS
 from ..fileio import canonical_json
-from ..protect import PROTECTORS
+from ..protectors import PROTECTORS
 from ..recipes import recipe_for
 from ..results import MetricResult
 from ..unlearn import UNLEARNERS

@@ -41,7 +41,7 @@ import yaml
 from ..data import DATASETS
 from ..data.builder import SIZES
 from ..errors import ConfigError
-from ..protect import PROTECTORS
+from ..protectors import PROTECTORS
 from ..recipes import recipe_for
 from ..records.scenarios import SCENARIO_A_METRICS as METRIC_NAMES
 from ..records.scenarios import VICTIM_METRICS

@@ -111,4 +111,4 @@ def forget(
 
 def load_receipt(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """Read the receipt of a forget run."""
-    return json.loads((Path(folder) / "receipt.json").read_text())  # type: ignore[no-any-return]
+    return json.loads((Path(folder) / "receipt.json").read_text())

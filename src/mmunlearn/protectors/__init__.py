@@ -3,7 +3,7 @@
 One file per generator (registry key = file name): ``clean``, ``random_noise``, ``random_trigger``,
 ``em``, ``trigger_only``, ``mem``. Importing this package registers all of them in `PROTECTORS`::
 
-    from mmunlearn.protect import PROTECTORS
+    from mmunlearn.protectors import PROTECTORS
     protected = PROTECTORS.create("mem", seed=0).protect(splits.train)
     protected.save("runs/protected")
     victim_train = protected.apply(splits.train)
