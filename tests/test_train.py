@@ -146,3 +146,26 @@ def test_lr_schedule():
     assert lr_at(0, 100, 10, 1.0) == pytest.approx(0.1)
     assert lr_at(9, 100, 10, 1.0) == pytest.approx(1.0)
     assert lr_at(100, 100, 10, 1.0) == pytest.approx(0.0)
+
+
+def test_the_training_time_adds_up_across_resumes(tmp_path, tiny_av, monkeypatch):
+    import importlib
+
+    T = importlib.import_module("mmunlearn.train")
+    real_step, calls = T.optimizer_step, {"n": 0}
+
+    def interrupted_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 10:  # in epoch 3 (4 steps per epoch)
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(T, "optimizer_step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST, out_dir=tmp_path)
+    monkeypatch.setattr(T, "optimizer_step", real_step)
+    first = json.loads((tmp_path / "manifest.json").read_text())["training"]["seconds"]
+    resumed = train_model(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST, out_dir=tmp_path)
+    assert first > 0 and resumed.total_seconds == pytest.approx(first + resumed.seconds)
+    total = json.loads((tmp_path / "manifest.json").read_text())["training"]["seconds"]
+    assert first < total <= resumed.total_seconds

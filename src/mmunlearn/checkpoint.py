@@ -3,11 +3,14 @@
 A checkpoint is a folder::
 
     model.safetensors        # the model's state dict
-    train_state.safetensors  # optimizer tensors (only while/after training with the library loop)
+    train_state.safetensors  # optimizer tensors (only while training with the library loop)
+    receipt.json ...         # attachments saved with the weights (a forget run's receipt and metrics)
     manifest.json            # model kind + config, SHA-256 of config and of every file, provenance
 
-The manifest is written last, through a temporary file and a rename, so a checkpoint is either the old
-complete one or the new complete one. Loading verifies every hash before reading any tensor.
+A save follows the folder-commit protocol of `mmunlearn.fileio.commit_folder` (new files under staged
+names, the manifest replaced as the commit point, then renames and deletions), so a checkpoint folder is
+at every instant, a kill included, the old complete checkpoint or the new complete one. Loading finds
+each listed file with `mmunlearn.fileio.resolve_file` and verifies every hash before reading any tensor.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,20 +29,12 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from .errors import CheckpointError
-from .fileio import (
-    atomic_write_bytes,
-    atomic_write_json,
-    canonical_json,
-    read_json_manifest,
-    sha256_bytes,
-    sha256_file,
-)
+from .fileio import MANIFEST, canonical_json, commit_folder, read_json_manifest, resolve_file, sha256_bytes, sha256_file
 from .models import MODELS, MultimodalModel
 from .tensorio import tensors_to_bytes
 from .versions import versions
 
 FORMAT = "mmunlearn-checkpoint/1"
-MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
 TRAIN_STATE = "train_state.safetensors"
 
@@ -66,40 +62,38 @@ def save_checkpoint(
     provenance: dict[str, Any] | None = None,
     train_state: dict[str, Tensor] | None = None,
     extra: dict[str, Any] | None = None,
+    attachments: Mapping[str, bytes] | None = None,
 ) -> dict[str, Any]:
-    """Write ``model`` (and optionally optimizer tensors) to ``folder`` atomically.
+    """Write ``model`` (and optionally optimizer tensors and attached files) to ``folder`` crash-atomically.
 
     Args:
         folder: checkpoint folder (created if needed).
         model: a registered model (its ``kind`` and ``config_dict()`` rebuild it).
         provenance: where the weights came from (dataset, recipe, seed...).
-        train_state: flat name -> tensor map of training state (see `train.py`).
+        train_state: flat name -> tensor map of training state (see `train.py`); without it a previous
+            ``train_state.safetensors`` is removed, after the new manifest is committed.
         extra: further JSON-ready manifest fields (e.g. training progress).
+        attachments: file name -> bytes saved in the same commit and listed with their SHA-256
+            (``receipt.json``, ``metrics.json`` of a forget run).
 
     Returns:
         The manifest that was written.
     """
-    folder = Path(folder)
-    blobs = {WEIGHTS: tensors_to_bytes(dict(model.state_dict()))}
-    if train_state is not None:
-        blobs[TRAIN_STATE] = tensors_to_bytes(train_state)
-    for name, data in blobs.items():
-        atomic_write_bytes(folder / name, data)
     config = model.config_dict()
     manifest = {
         "format": FORMAT,
         "model": model.kind,
         "config": config,
         "config_sha256": sha256_bytes(canonical_json(config).encode()),
-        "files": {name: sha256_bytes(data) for name, data in blobs.items()},
         "provenance": provenance or {},
         "versions": versions(),
         **(extra or {}),
     }
-    if train_state is None:
-        (folder / TRAIN_STATE).unlink(missing_ok=True)
-    atomic_write_json(folder / MANIFEST, manifest)
-    return manifest
+    blobs = {WEIGHTS: tensors_to_bytes(dict(model.state_dict()))}
+    if train_state is not None:
+        blobs[TRAIN_STATE] = tensors_to_bytes(train_state)
+    blobs.update(attachments or {})
+    return commit_folder(folder, blobs.items(), manifest, owned=(WEIGHTS, TRAIN_STATE))
 
 
 def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
@@ -116,7 +110,7 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _load_verified(folder: Path, name: str, expected: str) -> dict[str, Tensor]:
-    path = folder / name
+    path = resolve_file(folder, name, expected)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} is missing")
     if sha256_file(path) != expected:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import load_checkpoint
-from .data import DatasetSplits, ForgetRequest, MultimodalDataset, load_dataset
+from .checkpoint import WEIGHTS, load_checkpoint, read_manifest
+from .data import DATASETS, SIZES, DatasetSplits, ForgetRequest, MultimodalDataset, load_dataset
 from .errors import CheckpointError, DataError
+from .outputs import WORK_DIR, read_text_file
 from .pipeline import ForgetResult, run_request
+from .receipts import read_key, read_receipt
 from .unlearn import UNLEARNERS, Unlearner, retrain_config
 
 
@@ -37,6 +41,17 @@ class RequestSpec:
     reason: str = ""
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        """Check the spec before any model or data is loaded (the ids file is read here too)."""
+        if self.fraction is not None and not 0 < self.fraction < 1:
+            raise DataError(f"forget fraction must be in (0, 1), got {self.fraction}")
+        if self.seed < 0:
+            raise DataError(f"--request-seed must be >= 0, got {self.seed}")
+        if self.label is not None and self.label < 0:
+            raise DataError(f"--forget-class must be >= 0, got {self.label}")
+        if self.ids_file is not None:
+            read_ids(Path(self.ids_file))
+
     def build(self, train: MultimodalDataset) -> ForgetRequest:
         """Resolve the spec against a training set."""
         chosen = [self.fraction is not None, self.ids_file is not None, bool(self.identities), self.label is not None]
@@ -53,19 +68,48 @@ class RequestSpec:
 
 
 def read_ids(path: Path) -> list[str]:
-    """Sample ids from a text file, one per line (blank lines and ``#`` comments ignored)."""
-    if not path.is_file():
-        raise DataError(f"ids file {path} not found")
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    """Sample ids from a UTF-8 text file, one per line (blank lines and ``#`` comments ignored).
+
+    Raises:
+        DataError: no such file, a folder, or a file that is not UTF-8 text.
+    """
+    text = read_text_file(path, "ids file")
+    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
     return [line for line in lines if line]
 
 
 def splits_of(manifest: dict[str, Any], data_dir: str | os.PathLike[str] | None) -> DatasetSplits:
-    """The dataset a checkpoint was trained on, from its provenance."""
+    """The dataset a checkpoint was trained on, from its provenance (checked against the model first)."""
+    return load_dataset(*dataset_of(manifest), data_dir)
+
+
+def dataset_of(manifest: dict[str, Any]) -> tuple[str, str, int]:
+    """(name, size, data seed) of the dataset a checkpoint's provenance names, checked before anything is built.
+
+    Raises:
+        CheckpointError: no dataset recorded, an unknown one, or one the model cannot have been trained on
+            (other modalities or another number of classes).
+    """
     prov = manifest.get("provenance", {})
     if "dataset" not in prov:
         raise CheckpointError("the checkpoint records no dataset in its provenance; cannot tell what it was trained on")
-    return load_dataset(prov["dataset"], prov.get("size", "small"), prov.get("data_seed", 0), data_dir)
+    name, size, seed = prov["dataset"], prov.get("size", "small"), prov.get("data_seed", 0)
+    if name not in DATASETS or size not in SIZES or isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise CheckpointError(f"the checkpoint's provenance names an unknown dataset {name!r} ({size}, seed {seed!r})")
+    builder = DATASETS.get(name)
+    config = manifest.get("config") or {}
+    needs = set(config.get("input_shapes") or {}) or ({"image", "text"} if "vocab" in config else set())
+    classes = config.get("num_classes")
+    if not needs <= set(getattr(builder, "modalities", ())) or classes not in (
+        None,
+        getattr(builder, "num_classes", None),
+    ):
+        model = f"{manifest.get('model')} of {'+'.join(sorted(needs))}" + (f", {classes} classes" if classes else "")
+        raise CheckpointError(
+            f"the checkpoint's provenance names dataset {name!r}, but its model ({model}) cannot have been "
+            "trained on it: the provenance was edited or the folder holds another model"
+        )
+    return str(name), str(size), int(seed)
 
 
 def make_unlearner(
@@ -90,25 +134,71 @@ def forget(
     device: str = "cpu",
     progress: bool = True,
     original_metrics: bool = False,
+    sign_key: str | os.PathLike[str] | None = None,
 ) -> ForgetResult:
     """Apply a forget request to a trained checkpoint and write the new checkpoint, metrics and receipt.
+
+    ``sign_key``: a key file; the receipt then carries an HMAC-SHA256 keyed with its bytes.
 
     Everything is validated (request, method, config keys, modalities) before any work starts.
 
     Returns:
         The `ForgetResult`; ``out_dir`` holds the checkpoint, ``metrics.json`` and ``receipt.json``.
     """
+    key = read_key(sign_key) if sign_key is not None else None
     ckpt = load_checkpoint(model_dir, map_location=device)
     splits = splits_of(ckpt.manifest, data_dir)
     request = spec.build(splits.train)
     unlearner = make_unlearner(method, ckpt.manifest, seed, overrides or {}, progress)
-    return run_request(
+    work = Path(out_dir) / WORK_DIR  # per-epoch checkpoints: a killed run resumes; deleted once saved
+    result = run_request(
         ckpt.model, splits.train, request, unlearner,
         validation=splits.val, test=splits.test, original_metrics=original_metrics,
-        out_dir=out_dir, provenance=ckpt.manifest.get("provenance", {}), model_path=model_dir,
+        out_dir=out_dir, provenance=ckpt.manifest.get("provenance", {}), model_path=model_dir, sign_key=key,
+        work_dir=work,
     )  # fmt: skip
+    shutil.rmtree(work, ignore_errors=True)
+    return result
 
 
 def load_receipt(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """Read the receipt of a forget run."""
-    return json.loads((Path(folder) / "receipt.json").read_text())
+    return read_receipt(folder)
+
+
+def completed_forget(
+    out_dir: str | os.PathLike[str],
+    model_dir: str | os.PathLike[str],
+    method: str,
+    spec: RequestSpec,
+    *,
+    seed: int = 0,
+    overrides: dict[str, Any] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Any] | None:
+    """The receipt in ``out_dir`` when it holds this very forget run, finished; else None.
+
+    "This run" means the same original weights, method, full config and resolved request; the receipt
+    must also describe the weights saved next to it. Nothing is trained; the dataset is loaded (from the
+    cache) to resolve the request.
+    """
+    try:
+        receipt = json.loads((Path(out_dir) / "receipt.json").read_text(encoding="utf-8"))
+        saved = read_manifest(out_dir)["files"][WEIGHTS]
+        manifest = read_manifest(model_dir)
+        original = manifest["files"][WEIGHTS]
+    except (OSError, ValueError, KeyError, TypeError, CheckpointError):
+        return None
+    config = dataclasses.asdict(make_unlearner(method, manifest, seed, overrides or {}, False).config)
+    config.pop("progress", None)
+    same = (
+        isinstance(receipt, dict)
+        and receipt.get("method", {}).get("name") == method
+        and receipt["method"].get("config") == json.loads(json.dumps(config))
+        and receipt.get("model_before", {}).get("sha256") == original
+        and receipt.get("model_after", {}).get("sha256") == saved
+    )
+    if not same:
+        return None
+    request = spec.build(splits_of(manifest, data_dir).train)
+    return receipt if receipt.get("request") == request.to_dict() else None

@@ -17,10 +17,13 @@ from typing import Any
 
 from .checkpoint import save_checkpoint, state_sha256
 from .data import ForgetRequest, MultimodalDataset
-from .fileio import atomic_write_json
+from .data.core import data_fingerprint
+from .fileio import json_bytes
 from .metrics.scenario_a import DEFAULT_RELEARN, RelearnConfig, ScenarioAData, scenario_a_metrics
 from .models import MultimodalModel
+from .receipts import METRICS, RECEIPT, save_run, sign_receipt
 from .results import MetricResult
+from .tensorio import tensors_to_bytes
 from .unlearn import UnlearnData, Unlearner
 from .versions import versions
 
@@ -73,6 +76,8 @@ def run_request(
     out_dir: str | os.PathLike[str] | None = None,
     provenance: dict[str, Any] | None = None,
     model_path: str | os.PathLike[str] | None = None,
+    sign_key: bytes | None = None,
+    work_dir: str | os.PathLike[str] | None = None,
 ) -> ForgetResult:
     """Apply ``request`` to ``model`` with ``unlearner``; measure; optionally write the result.
 
@@ -88,19 +93,28 @@ def run_request(
         out_dir: if given, write the new checkpoint (registered models), ``metrics.json`` and ``receipt.json``.
         provenance: the original checkpoint's provenance, carried into the new one.
         model_path: where the original came from (recorded in the receipt).
+        sign_key: if given, the receipt carries an HMAC-SHA256 keyed with these bytes.
+        work_dir: the unlearner checkpoints there every epoch and resumes the same run found there
+            (see `Unlearner.unlearn`); the caller deletes it once the result is saved.
 
     Returns:
         The `ForgetResult`.
     """
+    started = time.perf_counter()
     request.validate(train, getattr(model, "modalities", None))
     data = UnlearnData.from_request(request, train, validation)
     unlearner.validate(model, data)
     t0 = time.perf_counter()
-    new = unlearner.unlearn(model, data, original=model)
+    new = unlearner.unlearn(model, data, original=model, work_dir=work_dir)
     seconds = time.perf_counter() - t0
     metrics = request_metrics(new, model, data, test, relearn)
     before = request_metrics(model, model, data, test, relearn) if original_metrics else None
-    receipt = make_receipt(request, unlearner, model, new, metrics, seconds, model_path)
+    receipt = make_receipt(
+        request, unlearner, model, new, metrics, seconds, model_path,
+        dataset=train, provenance=provenance, wall_seconds=time.perf_counter() - started,
+    )  # fmt: skip
+    if sign_key is not None:
+        receipt = sign_receipt(receipt, sign_key)
     if out_dir is not None:
         write_run(Path(out_dir), new, provenance or {}, metrics, receipt)
     return ForgetResult(new, metrics, before, seconds, receipt, data)
@@ -114,17 +128,39 @@ def make_receipt(
     metrics: list[MetricResult],
     seconds: float,
     model_path: str | os.PathLike[str] | None,
+    *,
+    dataset: MultimodalDataset,
+    provenance: dict[str, Any] | None = None,
+    wall_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """The receipt of a forget run: the request, the method and its config, both models' hashes, metrics."""
+    """The receipt of a forget run: the request, the method and its config, both models' hashes, metrics.
+
+    Args:
+        request, unlearner, before, after, metrics, model_path: what was run, on what, with what result.
+        seconds: wall time of the unlearning itself.
+        dataset: the training set the request was made against (its identity and fingerprint are recorded).
+        provenance: the original checkpoint's provenance (names the built-in dataset, size and seed).
+        wall_seconds: wall time of the whole run (request checks, unlearning, metrics).
+    """
     config = dataclasses.asdict(unlearner.config)
     config.pop("progress", None)
+    prov = provenance or {}
     return {
         "request": request.to_dict(),
         "method": {"name": unlearner.name, "paper": unlearner.paper, "config": config},
+        "dataset": {
+            "name": prov.get("dataset", dataset.name),
+            "size": prov.get("size"),
+            "seed": prov.get("data_seed"),
+            "split": "train",
+            "n": len(dataset),
+            "fingerprint": data_fingerprint(dataset),
+        },
         "model_before": {"path": None if model_path is None else str(model_path), "sha256": state_sha256(before)},
         "model_after": {"sha256": state_sha256(after)},
         "metrics": [m.to_dict() for m in metrics],
         "seconds": seconds,
+        "wall_seconds": wall_seconds,
         "created_unix": time.time(),
         "versions": versions(),
     }
@@ -133,11 +169,15 @@ def make_receipt(
 def write_run(
     out: Path, model: Any, provenance: dict[str, Any], metrics: list[MetricResult], receipt: dict[str, Any]
 ) -> None:
-    """Write the new checkpoint (registered models only), ``metrics.json`` and ``receipt.json``."""
+    """Write the new model, ``metrics.json`` and ``receipt.json`` as one crash-atomic save.
+
+    A registered model becomes a checkpoint whose manifest also lists the receipt and the metrics; a
+    user's model is saved as ``model.safetensors`` with a run manifest covering the three files
+    (`mmunlearn.receipts.save_run`). Either way ``mmunlearn verify`` checks them against each other.
+    """
+    files = {METRICS: json_bytes([m.to_dict() for m in metrics]), RECEIPT: json_bytes(receipt)}
     if isinstance(model, MultimodalModel):
         unlearned = {"method": receipt["method"]["name"], "request": receipt["request"]}
-        save_checkpoint(out, model, provenance={**provenance, "unlearned": unlearned})
+        save_checkpoint(out, model, provenance={**provenance, "unlearned": unlearned}, attachments=files)
     else:
-        out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "metrics.json", [m.to_dict() for m in metrics])
-    atomic_write_json(out / "receipt.json", receipt)
+        save_run(out, tensors_to_bytes(dict(model.state_dict())), files)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from .data import DATASETS, load_dataset
 from .data.store import DatasetSplits
 from .errors import CheckpointError, ConfigError, DataError
+from .outputs import WORK_DIR
 from .protectors import PROTECTORS
 from .protectors.protected import ProtectedDataset, dataset_source
 from .victim import VictimConfig, VictimResult, train_victim
@@ -33,7 +35,8 @@ def protect_builtin(
     Args:
         dataset: built-in dataset name (``shapes-captions``, ``emoji-captions``).
         method: `PROTECTORS` name.
-        out_dir: folder to save the protection in (None: do not save).
+        out_dir: folder to save the protection in (None: do not save). Until it is saved, a min-min run
+            checkpoints in ``<out_dir>/.work`` after every outer iteration; a killed run resumes from it.
         size: ``"small"`` or ``"full"``.
         data_seed: dataset generation seed.
         overrides: protector config fields (unknown keys are a `ConfigError`).
@@ -53,11 +56,14 @@ def protect_builtin(
         raise DataError(f"unknown dataset {dataset!r}; built-in datasets: {', '.join(DATASETS.names())}")
     protector = PROTECTORS.create(method, **{"progress": progress, **(overrides or {})})
     splits = load_dataset(dataset, size, data_seed, data_dir, progress=progress)
-    protected = protector.protect(splits.train)
+    work = Path(out_dir) / WORK_DIR if out_dir is not None else None  # per outer iteration: a kill resumes
+    protected = protector.protect(splits.train, work_dir=work)
     protected.source = dataset_source(splits.train, dataset=dataset, size=size, data_seed=data_seed, split="train")
     if out_dir is not None:
         protected.save(out_dir)
         log.info("saved the %s protection of %s/%s to %s", method, dataset, size, out_dir)
+    if work is not None:
+        shutil.rmtree(work, ignore_errors=True)
     return protected
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Mapping
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sized
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .errors import ConfigError
 
@@ -67,13 +70,37 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[Tensor
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when available, else CPU; other names are passed to `torch.device`."""
+    """``"auto"`` picks CUDA when available, else CPU; ``cpu``, ``cuda``, ``cuda:N`` and ``mps`` are checked.
+
+    Raises:
+        ConfigError: an unknown device name, or a device this machine does not have.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
-    except RuntimeError as e:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as e:
         raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from e
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N")
+    missing = _missing_device(device)
+    if missing:
+        raise ConfigError(f"device {name!r} is not available: {missing}")
+    return device
+
+
+def _missing_device(device: torch.device) -> str | None:
+    """Why ``device`` cannot be used on this machine, or None when it can."""
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return "this machine (or this torch build) has no CUDA device; use --device cpu"
+        if device.index is not None and device.index >= count:
+            return f"this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+        return None
+    if device.type == "mps":
+        return None if torch.backends.mps.is_available() else "MPS is not available on this machine; use --device cpu"
+    return None
 
 
 def model_device(model: HasParameters) -> torch.device:
@@ -102,8 +129,70 @@ def configure_threads(threads: int | None = None) -> int:
     """
     if threads is None:
         env = os.environ.get("MMUNLEARN_THREADS")
-        threads = int(env) if env else available_cores()
-    if threads < 1:
-        raise ConfigError(f"the number of threads must be >= 1, got {threads}")
+        try:
+            threads = int(env) if env else available_cores()
+        except ValueError as e:
+            raise ConfigError(f"$MMUNLEARN_THREADS must be an integer >= 1, got {env!r}") from e
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"the number of threads must be an integer >= 1, got {threads!r}")
     torch.set_num_threads(threads)
     return threads
+
+
+class LineProgress:
+    """Progress for logs: a plain line about every 10% (no carriage returns), for output that is not a terminal."""
+
+    def __init__(
+        self, iterable: Iterable[Any] | None, total: int | None, desc: str, unit: str, initial: int = 0
+    ) -> None:
+        self.iterable, self.desc, self.unit = iterable, desc, unit
+        self.total = total if total is not None else len(iterable) if isinstance(iterable, Sized) else 0
+        self.n, self.start, self.postfix = initial, time.perf_counter(), ""
+        self._shown = self._tenth()
+
+    def _tenth(self) -> int:
+        return self.n * 10 // self.total if self.total else 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self.iterable or ():
+            yield item
+            self.update(1)
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self._tenth() > self._shown:
+            self._shown = self._tenth()
+            self._line()
+
+    def set_postfix(self, **values: Any) -> None:
+        self.postfix = " ".join(f"{k}={v}" for k, v in values.items())
+
+    def set_description(self, desc: str) -> None:
+        self.desc = desc
+
+    def close(self) -> None:
+        """Nothing to finish: the last line was printed when the count reached the total."""
+
+    def _line(self) -> None:
+        pct = f" ({100 * self.n // self.total}%)" if self.total else ""
+        took = time.perf_counter() - self.start
+        print(
+            f"{self.desc}: {self.n}/{self.total} {self.unit}{pct} {took:.0f} s {self.postfix}".rstrip(),
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def progress(
+    iterable: Iterable[Any] | None = None,
+    *,
+    total: int | None = None,
+    desc: str = "",
+    unit: str = "it",
+    initial: int = 0,
+    enabled: bool = True,
+) -> Any:
+    """A progress display: a tqdm bar on a terminal, `LineProgress` lines in a log, nothing when not ``enabled``."""
+    if enabled and not sys.stderr.isatty():
+        return LineProgress(iterable, total, desc, unit, initial)
+    return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial, disable=not enabled, dynamic_ncols=True)

@@ -38,9 +38,11 @@ from typing import Any
 
 import yaml
 
+from ..configs import make_config
 from ..data import DATASETS
 from ..data.builder import SIZES
 from ..errors import ConfigError
+from ..outputs import read_text_file
 from ..protectors import PROTECTORS
 from ..recipes import recipe_for
 from ..records.scenarios import SCENARIO_A_METRICS as METRIC_NAMES
@@ -181,6 +183,14 @@ def _tuple(value: Any, what: str, kind: type) -> tuple[Any, ...]:
     return tuple(items)
 
 
+def _seeds(value: Any) -> tuple[int, ...]:
+    seeds = _tuple(value, "seeds", int)
+    negative = [s for s in seeds if s < 0]
+    if negative:
+        raise ConfigError(f"seeds must be integers >= 0, got {negative[0]!r} in {list(seeds)}")
+    return seeds
+
+
 def _mapping(value: Any, what: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -209,12 +219,30 @@ def _size(value: Any) -> str:
     return str(value)
 
 
-def _check_method_config(key: str, fields: Mapping[str, Any], where: str) -> None:
-    """Build the method's config now, so that a bad field fails before hours of work."""
+def _check_method_config(grid: UnlearnGrid, label: str) -> None:
+    """Build a row's config now (type- and range-checked), so that a bad field fails before hours of work."""
     try:
+        key, fields = grid.method_config(label, grid.seeds[0])
         UNLEARNERS.create(key, **fields)
     except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from e
+        raise ConfigError(f"row {label!r}: {e}") from e
+
+
+def _check_protector_config(key: str, fields: Mapping[str, Any]) -> None:
+    """Build a protector's config now (type- and range-checked)."""
+    try:
+        PROTECTORS.create(key, **fields)
+    except ConfigError as e:
+        raise ConfigError(f"overrides.{key}: {e}") from e
+
+
+def _check_victim(fields: Mapping[str, Any]) -> None:
+    """A victim's `VictimConfig` fields, type- and range-checked."""
+    _check_keys("a victim", fields, ["image_encoder", "defence"])
+    try:
+        make_config(VictimConfig, dict(fields))
+    except ConfigError as e:
+        raise ConfigError(f"victim {dict(fields)}: {e}") from e
 
 
 def _rows_metrics_overrides(
@@ -244,16 +272,19 @@ def _unlearn_grid(raw: dict[str, Any]) -> UnlearnGrid:
         _check_names("methods", [str(spec["method"])], UNLEARNERS.names())
     train = _mapping(raw.get("train"), "train")
     _check_keys("train", train, [f.name for f in dataclasses.fields(TrainConfig)])
+    try:
+        recipe_for(dataset).train.replace(**train)
+    except ConfigError as e:
+        raise ConfigError(f"train: {e}") from e
     fraction = raw.get("fraction", 0.1)
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
         raise ConfigError(f"fraction must be a number in (0, 1), got {fraction!r}")
     grid = UnlearnGrid(
-        dataset, _size(raw.get("size", "small")), _tuple(raw.get("seeds", [0]), "seeds", int), requests, methods,
+        dataset, _size(raw.get("size", "small")), _seeds(raw.get("seeds", [0])), requests, methods,
         variants, overrides, train, metrics, fraction,
     )  # fmt: skip
-    recipe_for(dataset).train.replace(**train)
-    for label, (key, fields) in grid.rows().items():
-        _check_method_config(key, fields, f"row {label!r}")
+    for label in grid.rows():
+        _check_method_config(grid, label)
     return grid
 
 
@@ -265,16 +296,15 @@ def _protect_grid(raw: dict[str, Any]) -> ProtectGrid:
         raw, "protectors", PROTECTORS.names(), "clean", VICTIM_METRICS
     )
     for key, fields in overrides.items():
-        PROTECTORS.create(key, **fields)
+        _check_protector_config(key, fields)
     victims = tuple(_mapping(v, "a victim") for v in raw.get("victims", [{}]) or [{}])
     for v in victims:
-        _check_keys("a victim", v, ["image_encoder", "defence"])
-        VictimConfig(**v)
+        _check_victim(v)
     epochs = raw.get("victim_epochs")
-    if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise ConfigError(f"victim_epochs must be a positive integer or null, got {epochs!r}")
     return ProtectGrid(
-        dataset, _size(raw.get("size", "small")), _tuple(raw.get("seeds", [0]), "seeds", int), protectors,
+        dataset, _size(raw.get("size", "small")), _seeds(raw.get("seeds", [0])), protectors,
         overrides, victims, epochs, metrics,
     )  # fmt: skip
 
@@ -312,9 +342,12 @@ def load_config(path: str | os.PathLike[str]) -> BenchConfig:
 
     Raises:
         FileNotFoundError: no such file.
-        ConfigError: malformed YAML (with the line and column) or an invalid config.
+        ConfigError: a folder, a file that is not UTF-8 text, malformed YAML (with the line and column) or
+            an invalid config.
     """
-    text = Path(path).read_text()
+    if not Path(path).exists():
+        raise FileNotFoundError(f"bench config {path} not found")
+    text = read_text_file(path, "bench config", ConfigError)
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..data import DatasetSplits, load_dataset
 from ..records.store import ResultStore, latest_by_cell
 from ..results import RunRecord
+from ..runtime import progress as show_progress
 from ..versions import versions
 from .cells import Cell, bench_cells
 from .config import BenchConfig
@@ -138,13 +138,13 @@ def run_bench(
         todo = [
             c for c in cells if c.key not in done or (retry_failed and done[c.key].extras.get("status") == "failed")
         ]
-        bar = tqdm(todo, unit="cell", disable=not progress, dynamic_ncols=True)
+        bar = show_progress(todo, unit="cell", enabled=progress)
         with logging_redirect_tqdm([logging.getLogger("mmunlearn")]):
             failed = _run_cells(bar, runners, store, command)
     return BenchOutcome(len(todo), len(cells) - len(todo), tuple(failed), store.path)
 
 
-def _run_cells(bar: tqdm, runners: dict[str, Any], store: ResultStore, command: str | None) -> list[str]:
+def _run_cells(bar: Any, runners: dict[str, Any], store: ResultStore, command: str | None) -> list[str]:
     """Run the cells of ``bar`` in turn, appending each record; returns the keys of the failed cells."""
     failed = []
     for cell in bar:

@@ -66,7 +66,10 @@ class UnlearnCells:
     originals: dict[str, tuple[MultimodalClassifier, float]] = field(default_factory=dict)
 
     def original(self, grid: UnlearnGrid, seed: int) -> tuple[MultimodalClassifier, float]:
-        """The original model of (dataset, size, seed, recipe overrides) and its training seconds."""
+        """The original model of (dataset, size, seed, recipe overrides) and its training seconds.
+
+        The seconds are those of every epoch, however many times the training was killed and resumed.
+        """
         recipe = recipe_for(grid.dataset)
         identity = [grid.train_config().replace(seed=seed).identity(), recipe.model, dict(recipe.model_config)]
         tag = sha256_bytes(canonical_json(identity).encode())[:8]
@@ -77,7 +80,8 @@ class UnlearnCells:
                 result, _ = train_on_dataset(
                     grid.dataset, folder, size=grid.size, seed=seed, overrides=dict(grid.train), progress=False
                 )
-                atomic_write_json(timing, {"seconds": result.seconds, "resumed_from": result.resumed_from})
+                # the whole training time, across resumes (from the checkpoint), not only this process's epochs
+                atomic_write_json(timing, {"seconds": result.total_seconds, "resumed_from": result.resumed_from})
             model = load_checkpoint(folder).model  # always from disk: a resumed bench sees the same weights
             if not isinstance(model, MultimodalClassifier):
                 raise TypeError(f"{folder} does not hold a classifier")

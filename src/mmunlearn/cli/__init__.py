@@ -8,20 +8,31 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import FORMAT as CHECKPOINT_FORMAT
+from ..checkpoint import load_checkpoint, read_manifest
 from ..data import DATASETS, SIZES, SPLITS, build_dataset, load_dataset
-from ..errors import CheckpointError, MMUnlearnError
+from ..data.store import cache_path, default_data_dir
+from ..errors import CheckpointError, ConfigError, MMUnlearnError
 from ..evaluate import evaluate
-from ..forgetting import RequestSpec, forget
+from ..forgetting import RequestSpec, completed_forget, dataset_of, forget, make_unlearner, splits_of
 from ..models import MODELS, DualEncoder
 from ..models.protocols import kind_names
+from ..outputs import (
+    FORGET_RUN,
+    check_cache,
+    check_folder,
+    check_output_folder,
+    clear_output,
+    inspect_folder,
+    refuse_existing,
+)
 from ..overrides import parse_sets
 from ..protectors import PROTECTORS
 from ..recipes import train_on_dataset
@@ -34,6 +45,7 @@ from ..unlearn import UNLEARNERS
 from ..versions import versions
 from .bench import add_commands as add_bench_commands
 from .protect import add_commands as add_protect_commands
+from .verify import add_commands as add_verify_commands
 
 log = logging.getLogger("mmunlearn")
 
@@ -71,8 +83,20 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_data_dir(data_dir: str | None, *datasets: tuple[str, str, int], rebuild: bool = False) -> None:
+    """The dataset cache: a folder, writable when a dataset the command reads must be built (or ``rebuild``).
+
+    Raises:
+        ConfigError: see `mmunlearn.outputs.check_cache`.
+    """
+    flag = "--data-dir" if data_dir else "the dataset cache ($MMUNLEARN_DATA or the user cache)"
+    paths = [cache_path(name, size, seed, data_dir) for name, size, seed in datasets]
+    check_cache(default_data_dir(data_dir), paths, flag, rebuild=rebuild)
+
+
 def cmd_data_build(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    check_data_dir(args.data_dir, (args.name, args.size, args.seed), rebuild=args.force)
     path = build_dataset(args.name, args.size, args.seed, args.data_dir, force=args.force, progress=not args.quiet)
     splits = load_dataset(args.name, args.size, args.seed, args.data_dir)
     sizes = {s: len(splits.split(s)) for s in SPLITS}
@@ -88,6 +112,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
 
 def cmd_data_ids(args: argparse.Namespace) -> int:
     """The sample ids of one split (one per line) or its identity groups with their sizes."""
+    check_data_dir(args.data_dir, (args.name, args.size, args.seed))
     dataset = load_dataset(args.name, args.size, args.seed, args.data_dir, progress=not args.quiet).split(args.split)
     groups = {kind: dict(sorted(Counter(names).items())) for kind, names in dataset.groups.items()}
     if args.json:
@@ -107,6 +132,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {
         k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}.items() if v is not None
     }
+    device = str(resolve_device(args.device))
+    found = check_output_folder(args.out, CHECKPOINT_FORMAT)
+    DATASETS.get(args.dataset)
+    check_data_dir(args.data_dir, (args.dataset, args.size, args.data_seed))
+    if found.what == FORGET_RUN and not args.overwrite:
+        refuse_existing(args.out, found)
+    if args.overwrite:
+        clear_output(args.out, found)
     result, metrics = train_on_dataset(
         args.dataset,
         args.out,
@@ -115,7 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data_seed=args.data_seed,
         data_dir=args.data_dir,
         overrides=overrides,
-        device=str(resolve_device(args.device)),
+        device=device,
         progress=not args.quiet,
     )
     record = RunRecord(
@@ -136,11 +169,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    ckpt = load_checkpoint(args.model, map_location=resolve_device(args.device))
-    prov = ckpt.manifest.get("provenance", {})
-    if "dataset" not in prov:
-        raise CheckpointError(f"{args.model} records no dataset in its provenance; cannot tell what to evaluate on")
-    splits = load_dataset(prov["dataset"], prov.get("size", "small"), prov.get("data_seed", 0), args.data_dir)
+    device = resolve_device(args.device)
+    check_data_dir(args.data_dir, dataset_of(read_manifest(args.model)))
+    ckpt = load_checkpoint(args.model, map_location=device)
+    prov = ckpt.manifest["provenance"]
+    splits = splits_of(ckpt.manifest, args.data_dir)
     if isinstance(ckpt.model, DualEncoder) and splits.vocab != ckpt.model.tokenizer.vocab:
         raise CheckpointError(f"the tokenizer saved with {args.model} does not match dataset {splits.name!r}")
     chosen = {s: splits.split(s) for s in args.splits}
@@ -157,9 +190,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    out = Path(args.out)
+    out = check_folder(args.out, "--out")
     progress = not args.quiet and not args.json
     device = str(resolve_device(args.device))
+    if inspect_folder(out).format is not None:
+        raise ConfigError(f"--out {out} holds {inspect_folder(out).what}; the demo needs a folder of its own")
+    check_data_dir(args.data_dir, ("av-digits", args.size, 0))
     say = (lambda *_: None) if args.json else print
     say(f"mmunlearn demo: av-digits ({args.size}): train, forget the images of 10% of the training samples")
     say(f"with CCU, retrain from scratch without them, compare.  Outputs in {out}/")
@@ -203,26 +239,34 @@ def comparison_table(columns: dict[str, list[MetricResult]]) -> str:
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
-    spec = RequestSpec(
-        fraction=args.forget_fraction,
-        ids_file=args.forget_ids,
-        identities=tuple(args.forget_identity or ()),
-        label=args.forget_class,
-        modalities=tuple(args.modalities),
-        reason=args.reason,
-        seed=args.request_seed,
-    )
+    spec = forget_spec(args)
+    overrides = parse_sets(args.set or [])
+    device = str(resolve_device(args.device))
+    found = check_output_folder(args.out, CHECKPOINT_FORMAT, inputs=(args.model,))
+    manifest = read_manifest(args.model)
+    make_unlearner(args.method, manifest, args.seed, overrides, False)  # config checked before any work
+    check_data_dir(args.data_dir, dataset_of(manifest))
+    if found.format is not None and not args.overwrite:
+        done = completed_forget(
+            args.out, args.model, args.method, spec, seed=args.seed, overrides=overrides, data_dir=args.data_dir
+        )
+        if done is None:
+            refuse_existing(args.out, found)
+        return print_complete(args, done)
+    if args.overwrite:
+        clear_output(args.out, found)
     result = forget(
         args.model,
         args.method,
         spec,
         args.out,
         seed=args.seed,
-        overrides=parse_sets(args.set or []),
+        overrides=overrides,
         data_dir=args.data_dir,
-        device=str(resolve_device(args.device)),
+        device=device,
         progress=not args.quiet,
         original_metrics=True,
+        sign_key=args.sign_key,
     )
     if args.json:
         before = [m.to_dict() for m in result.original_metrics or []]
@@ -233,6 +277,29 @@ def cmd_forget(args: argparse.Namespace) -> int:
             f"{args.method}: forgot {'+'.join(r['modalities'])} of {r['n_ids']} samples in {result.seconds:.1f} s -> {args.out}"
         )
         print(comparison_table({"original": result.original_metrics or [], args.method: result.metrics}))
+    return 0
+
+
+def forget_spec(args: argparse.Namespace) -> RequestSpec:
+    """The request the forget options name (checked, the ids file read, before any work)."""
+    return RequestSpec(
+        fraction=args.forget_fraction,
+        ids_file=args.forget_ids,
+        identities=tuple(args.forget_identity or ()),
+        label=args.forget_class,
+        modalities=tuple(args.modalities),
+        reason=args.reason,
+        seed=args.request_seed,
+    )
+
+
+def print_complete(args: argparse.Namespace, receipt: dict[str, Any]) -> int:
+    """Report that ``--out`` already holds this very run, finished (nothing is run again)."""
+    if args.json:
+        print(json.dumps({"out": str(args.out), **receipt, "already_complete": True}))
+        return 0
+    print(f"{args.out} already holds this {args.method} run, complete; nothing to do (--overwrite runs it again)")
+    print(comparison_table({args.method: [MetricResult(**m) for m in receipt.get("metrics", [])]}))
     return 0
 
 
@@ -321,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help=f"built-in dataset: {datasets}")
     _size(p)
     p.add_argument("--out", required=True, help="checkpoint folder (an unfinished run there is resumed)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the checkpoint --out holds instead of resuming or refusing"
+    )
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the dataset recipe's)")
     p.add_argument("--batch-size", type=int, default=None, help="samples per step (default: the dataset recipe's)")
     p.add_argument("--lr", type=float, default=None, help="(peak) learning rate (default: the dataset recipe's)")
@@ -367,9 +437,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="modalities to forget: any the model has (image, audio, ...), or 'all' for full deletion (default: image)",
     )
     p.add_argument("--out", required=True, help="folder for the new checkpoint, metrics and receipt")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the checkpoint of another run that --out holds (else refused)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the method (default: %(default)s)")
     p.add_argument("--request-seed", type=int, default=0, help="seed of a random --forget-fraction selection")
     p.add_argument("--reason", default="", help="recorded in the receipt")
+    p.add_argument("--sign-key", metavar="FILE", help="sign the receipt: HMAC-SHA256 keyed with this file's bytes")
     p.add_argument(
         "--set",
         action="append",
@@ -382,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_protect_commands(sub)
     add_bench_commands(sub)
+    add_verify_commands(sub)
 
     p = sub.add_parser("demo", help="train on av-digits, forget 10%% of its images with CCU, retrain, compare")
     _size(p, default="full")
@@ -415,8 +490,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (MMUnlearnError, UnknownNameError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (PermissionError, IsADirectoryError, NotADirectoryError) as e:  # the checks above missed a path
+        print(f"error: {e.strerror}: {e.filename}", file=sys.stderr)
+        return 2
 
 
 def entry() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point. A closed pipe (``mmunlearn list | head -1``) ends quietly with status 141."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        code = 141
+    sys.exit(code)

@@ -9,14 +9,15 @@ import shlex
 import sys
 from pathlib import Path
 
-import torch
-
 from ..benchmarking.config import BenchConfig, load_config
 from ..benchmarking.runner import run_bench
+from ..data.store import cache_path, default_data_dir
 from ..errors import ConfigError
+from ..outputs import check_cache, check_file, check_folder
 from ..records.aggregate import Table, aggregate
 from ..records.store import ResultStore, read_records
 from ..reporting import write_report
+from ..runtime import configure_threads
 from ..textfmt import format_table
 
 
@@ -43,10 +44,13 @@ def select_grids(config: BenchConfig, indices: list[int] | None) -> BenchConfig:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     config = select_grids(load_config(args.config), args.grid)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    root = Path(args.work or Path("runs/bench") / config.name)
-    store = ResultStore(args.store or root / "results.jsonl")
+    root = check_folder(args.work or Path("runs/bench") / config.name, "--work")
+    store = ResultStore(check_file(args.store or root / "results.jsonl", "--store"))
+    check_cache(
+        default_data_dir(args.data_dir), [cache_path(g.dataset, g.size, 0, args.data_dir) for g in config.grids]
+    )
+    if args.threads is not None:
+        configure_threads(args.threads)
     outcome = run_bench(
         config, store, root, data_dir=args.data_dir, retry_failed=args.retry_failed, progress=not args.quiet,
         command=command_line(args),

@@ -13,10 +13,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..data import DATASETS, SIZES
+from ..data.store import cache_path, default_data_dir
+from ..errors import ConfigError, DataError
+from ..outputs import Found, check_cache, check_output_folder, clear_output, refuse_existing
 from ..overrides import parse_sets, parse_value
 from ..protection import protect_builtin, victim_from_dir
 from ..protectors import PROTECTORS
 from ..protectors.defences import DEFENCES
+from ..protectors.protected import FORMAT as PROTECTED_FORMAT
+from ..protectors.protected import read_protected_manifest
 from ..results import MetricResult, RunRecord
 from ..textfmt import format_table
 from ..versions import versions
@@ -36,16 +41,62 @@ def protect_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- handlers -----------------------------------------------------------------------------------------
+def check_protect_args(args: argparse.Namespace) -> tuple[dict[str, Any], Found]:
+    """Every protect argument checked before any work: the overrides (returned), dataset, cache and ``--out``.
+
+    Raises:
+        ConfigError: an unknown protector, a bad config value or seed, or an unusable output folder.
+        DataError: an unknown dataset.
+    """
+    overrides = protect_overrides(args)
+    if args.method not in PROTECTORS:
+        raise ConfigError(f"unknown protector {args.method!r}; known protectors: {', '.join(PROTECTORS.names())}")
+    PROTECTORS.create(args.method, **overrides)
+    if args.dataset not in DATASETS:
+        raise DataError(f"unknown dataset {args.dataset!r}; built-in datasets: {', '.join(DATASETS.names())}")
+    if args.data_seed < 0:
+        raise ConfigError(f"--data-seed must be >= 0, got {args.data_seed}")
+    flag = "--data-dir" if args.data_dir else "the dataset cache"
+    check_cache(
+        default_data_dir(args.data_dir), [cache_path(args.dataset, args.size, args.data_seed, args.data_dir)], flag
+    )
+    return overrides, check_output_folder(args.out, PROTECTED_FORMAT)
+
+
+def same_protection(found: Found, args: argparse.Namespace, overrides: dict[str, Any]) -> bool:
+    """Whether the protection ``--out`` holds was made by this very command (method, config, source data)."""
+    manifest = found.manifest or {}
+    config = PROTECTORS.create(args.method, **overrides).config.to_dict()
+    source = manifest.get("source")
+    wanted = {"dataset": args.dataset, "size": args.size, "data_seed": args.data_seed, "split": "train"}
+    return (
+        manifest.get("method") == args.method
+        and manifest.get("config") == json.loads(json.dumps(config))
+        and isinstance(source, dict)
+        and all(source.get(k) == v for k, v in wanted.items())
+    )
+
+
 def cmd_protect(args: argparse.Namespace) -> int:
     """Protect a built-in dataset's training split and save it to ``--out``."""
     t0 = time.perf_counter()
+    overrides, found = check_protect_args(args)
+    if found.format is not None and not args.overwrite:
+        if not same_protection(found, args, overrides):
+            refuse_existing(args.out, found)
+        print(json.dumps({"out": str(args.out), "already_complete": True}) if args.json else
+              f"{args.out} already holds this {args.method} protection, complete; nothing to do "
+              "(--overwrite makes it again)")  # fmt: skip
+        return 0
+    if args.overwrite:
+        clear_output(args.out, found)
     protected = protect_builtin(
         args.dataset,
         args.method,
         args.out,
         size=args.size,
         data_seed=args.data_seed,
-        overrides=protect_overrides(args),
+        overrides=overrides,
         data_dir=args.data_dir,
         progress=not args.quiet,
     )
@@ -75,6 +126,10 @@ def cmd_protect(args: argparse.Namespace) -> int:
 
 def cmd_victim(args: argparse.Namespace) -> int:
     """Train a victim on a saved protection and print its clean-test retrieval beside chance."""
+    source = read_protected_manifest(args.protected).get("source") or {}
+    if source.get("dataset") in DATASETS:
+        need = cache_path(source["dataset"], source.get("size", "small"), source.get("data_seed", 0), args.data_dir)
+        check_cache(default_data_dir(args.data_dir), [need], "--data-dir" if args.data_dir else "the dataset cache")
     config = VictimConfig(
         seed=args.seed,
         image_encoder=args.image_encoder,
@@ -114,6 +169,9 @@ def add_commands(subparsers: Any) -> None:
     )
     p.add_argument("--method", required=True, help=f"protector: {_known(PROTECTORS.names())}")
     p.add_argument("--out", required=True, help="folder for the protection (noise, triggers, manifest)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the protection of another run that --out holds (else refused)"
+    )
     p.add_argument("--epsilon", default=None, help="L-inf noise budget in pixel units, e.g. 0.0314 or 8/255")
     p.add_argument("--trigger-len", type=int, default=None, help="trigger tokens per caption")
     p.add_argument("--seed", type=int, default=None, help="protector seed (surrogate, draws)")

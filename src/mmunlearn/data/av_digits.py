@@ -39,8 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from ..runtime import progress as show_progress
 from . import audio
 from .builder import DATASETS, SPLITS, BuiltData, DatasetBuilder
 from .core import SplitData
@@ -385,7 +385,7 @@ def _utterance_bank(
             )
             jobs += [(voice, d, settings) for d in range(10)]
     bank: dict[tuple[str, int], list[np.ndarray]] = {}
-    for voice, d, settings in tqdm(jobs, desc="av-digits speech", disable=not progress, leave=False):
+    for voice, d, settings in show_progress(jobs, desc="av-digits speech", enabled=progress):
         bank.setdefault((voice, d), []).append(_trim(audio.synthesize(DIGIT_WORDS[d], settings)))
     return bank
 

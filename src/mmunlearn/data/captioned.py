@@ -7,8 +7,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from ..runtime import progress as show_progress
 from .builder import SPLITS
 from .core import SplitData
 from .tokenizer import WordTokenizer
@@ -52,7 +52,7 @@ def render_splits(
     """
     drawn: dict[str, list[Scene]] = {}
     images: dict[str, np.ndarray] = {}
-    bar = tqdm(total=sum(counts.values()), desc=name, disable=not progress)
+    bar = show_progress(total=sum(counts.values()), desc=name, enabled=progress)
     for k, split in enumerate(SPLITS):
         rng = np.random.default_rng([seed, k])
         drawn[split] = draw(rng, counts[split], split == "test")

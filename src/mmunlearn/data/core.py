@@ -61,6 +61,16 @@ class SplitData:
     groups: dict[str, list[str]] = field(default_factory=dict)
 
 
+def check_finite(values: Tensor, modality: str, dataset: str) -> None:
+    """Refuse floating-point inputs with NaN or inf values (integer inputs cannot hold them).
+
+    Raises:
+        DataError: ``modality 'image' of dataset 'x' contains NaN or inf values``.
+    """
+    if values.is_floating_point() and not bool(torch.isfinite(values).all()):
+        raise DataError(f"modality {modality!r} of dataset {dataset!r} contains NaN or inf values")
+
+
 class MultimodalDataset:
     """An indexable, tensor-backed multimodal dataset.
 
@@ -98,8 +108,7 @@ class MultimodalDataset:
                 raise DataError(f"unknown modality {m!r}; known modalities: {', '.join(MODALITIES)}")
             if t.shape[0] != n:
                 raise DataError(f"modality {m!r} has {t.shape[0]} rows for {n} ids")
-            if t.is_floating_point() and not torch.isfinite(t).all():
-                raise DataError(f"modality {m!r} of dataset {name!r} contains NaN or inf values")
+            check_finite(t, m, name)
         self.labels = labels
         self.captions = list(captions) if captions is not None else None
         self.groups = {k: list(v) for k, v in (groups or {}).items()}
@@ -207,6 +216,7 @@ class MultimodalDataset:
         for m, t in inputs.items():
             if t.shape[0] != len(self):
                 raise DataError(f"modality {m!r} has {t.shape[0]} rows for {len(self)} samples")
+            check_finite(t, m, self.name)
             out.inputs[m] = t
         return out
 

@@ -7,8 +7,9 @@ Layout of one build, ``<data dir>/<name>/<size>-seed<seed>-v<version>/``::
     meta.json                                              # vocab, text length, provenance
     manifest.json                                          # SHA-256 of every file above, written last
 
-A build is written into a temporary sibling folder and renamed into place, so a killed build leaves
-no partial cache; a cache whose files do not match its manifest is reported and rebuilt.
+A build is saved with the folder-commit protocol of `mmunlearn.fileio.commit_folder`, so a killed
+build leaves the previous cache or the new one, never a mix; a cache whose files do not match its
+manifest is reported and rebuilt.
 """
 
 from __future__ import annotations
@@ -16,21 +17,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from safetensors.torch import load_file
 
 from ..errors import DataError
-from ..fileio import atomic_write_json, sha256_file
+from ..fileio import MANIFEST, commit_folder, json_bytes, listed_files, resolve_file, sha256_file
 from ..tensorio import tensors_to_bytes
 from .builder import DATASETS, SIZES, SPLITS, BuiltData, DatasetBuilder
 from .core import MultimodalDataset, SplitData, from_split
 
 log = logging.getLogger(__name__)
-MANIFEST = "manifest.json"
 FORMAT = "mmunlearn-dataset/1"
 
 
@@ -103,7 +102,7 @@ def verify_cache(path: Path) -> str | None:
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         return f"unreadable manifest ({e})"
     for fname, digest in files.items():
-        f = path / fname
+        f = resolve_file(path, fname, digest)
         if not f.is_file():
             return f"{fname} is missing"
         if sha256_file(f) != digest:
@@ -142,29 +141,21 @@ def build_dataset(
 
 
 def _write_atomically(path: Path, built: BuiltData, ident: dict[str, object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
-        files: dict[str, str] = {}
-        for split in SPLITS:
-            files.update(_write_split(tmp, split, built.splits[split]))
-        atomic_write_json(tmp / "meta.json", {"vocab": built.vocab, "text_len": built.text_len, "meta": built.meta})
-        files["meta.json"] = sha256_file(tmp / "meta.json")
-        atomic_write_json(tmp / MANIFEST, {"format": FORMAT, **ident, "files": files})
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Save a build into ``path`` crash-atomically (one split's bytes in memory at a time)."""
+    owned = [f"{split}.{ext}" for split in SPLITS for ext in ("safetensors", "json")] + ["meta.json"]
+    commit_folder(path, _cache_blobs(built), {"format": FORMAT, **ident}, owned=owned)
 
 
-def _write_split(folder: Path, split: str, data: SplitData) -> dict[str, str]:
-    tensors = dict(data.tensors)
-    if data.labels is not None:
-        tensors["label"] = data.labels
-    (folder / f"{split}.safetensors").write_bytes(tensors_to_bytes(tensors))
-    atomic_write_json(folder / f"{split}.json", {"ids": data.ids, "captions": data.captions, "groups": data.groups})
-    return {f"{split}.{ext}": sha256_file(folder / f"{split}.{ext}") for ext in ("safetensors", "json")}
+def _cache_blobs(built: BuiltData) -> Iterator[tuple[str, bytes]]:
+    """The files of a cache folder: each split's tensors and ids, then the vocabulary and provenance."""
+    for split in SPLITS:
+        data: SplitData = built.splits[split]
+        tensors = dict(data.tensors)
+        if data.labels is not None:
+            tensors["label"] = data.labels
+        yield f"{split}.safetensors", tensors_to_bytes(tensors)
+        yield f"{split}.json", json_bytes({"ids": data.ids, "captions": data.captions, "groups": data.groups})
+    yield "meta.json", json_bytes({"vocab": built.vocab, "text_len": built.text_len, "meta": built.meta})
 
 
 def load_dataset(
@@ -189,8 +180,9 @@ def load_dataset(
     """
     path = build_dataset(name, size, seed, data_dir, progress=progress)
     builder = DATASETS.create(name)
-    meta = json.loads((path / "meta.json").read_text())
-    splits = {s: _read_split(path, s, builder, meta, f"{name}/{size}/{s}") for s in SPLITS}
+    files = listed_files(path)
+    meta = json.loads(_cache_file(path, "meta.json", files).read_text())
+    splits = {s: _read_split(path, s, builder, meta, files, f"{name}/{size}/{s}") for s in SPLITS}
     return DatasetSplits(
         name=name,
         size=size,
@@ -203,9 +195,16 @@ def load_dataset(
     )
 
 
-def _read_split(path: Path, split: str, builder: DatasetBuilder, meta: dict, name: str) -> MultimodalDataset:
-    tensors = load_file(str(path / f"{split}.safetensors"))
-    info = json.loads((path / f"{split}.json").read_text())
+def _cache_file(path: Path, name: str, files: dict[str, str]) -> Path:
+    """Where listed file ``name`` of the cache at ``path`` is (see `mmunlearn.fileio.resolve_file`)."""
+    return resolve_file(path, name, files.get(name, ""))
+
+
+def _read_split(
+    path: Path, split: str, builder: DatasetBuilder, meta: dict, files: dict[str, str], name: str
+) -> MultimodalDataset:
+    tensors = load_file(str(_cache_file(path, f"{split}.safetensors", files)))
+    info = json.loads(_cache_file(path, f"{split}.json", files).read_text())
     labels = tensors.pop("label", None)
     data = SplitData(ids=info["ids"], tensors=tensors, labels=labels, captions=info["captions"], groups=info["groups"])
     return from_split(data, num_classes=builder.num_classes, vocab=meta["vocab"], name=name)

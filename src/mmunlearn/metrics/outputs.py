@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor
 
-from ..data.core import MultimodalDataset
+from ..data.core import MultimodalDataset, check_finite
+from ..errors import DataError
 from ..models.protocols import Classifier, DualEncoderModel
 from ..runtime import Batch, eval_mode, model_device, to_device
 
 EVAL_BATCH = 512
+
+
+def require_finite(dataset: MultimodalDataset, modalities: Iterable[str]) -> None:
+    """Refuse to evaluate on inputs with NaN/inf values (they would give NaN metrics, or none, silently).
+
+    Raises:
+        DataError: names the dataset and the modality.
+    """
+    for m in (m for m in modalities if m in dataset.inputs):
+        try:
+            check_finite(dataset.inputs[m], m, dataset.name)
+        except DataError as e:
+            raise DataError(f"cannot evaluate: {e}") from None
 
 
 def _batches(dataset: MultimodalDataset, device: torch.device) -> Iterator[Batch]:
@@ -24,7 +38,11 @@ def classifier_logits(model: Classifier, dataset: MultimodalDataset, modality: s
 
     Returns:
         (N, classes) logits on the CPU.
+
+    Raises:
+        DataError: the inputs used contain NaN/inf values.
     """
+    require_finite(dataset, dataset.modalities if modality is None else [modality])
     device = model_device(model)
     with eval_mode(model):
         parts = [
@@ -38,7 +56,11 @@ def pair_embeddings(model: DualEncoderModel, dataset: MultimodalDataset) -> tupl
 
     Returns:
         (N, D) image embeddings and (N, D) text embeddings, on the CPU.
+
+    Raises:
+        DataError: the images or texts contain NaN/inf values.
     """
+    require_finite(dataset, [m for m in ("image", "text") if m in dataset.inputs])
     device = model_device(model)
     imgs, txts = [], []
     with eval_mode(model):

@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -25,8 +26,10 @@ from ..data.core import MultimodalDataset
 from ..errors import ConfigError, DataError
 from ..models import DualEncoder, build_model
 from ..models.protocols import DualEncoderModel, require
+from ..optim import check_lr
 from ..registry import Registry
 from ..runtime import seeded
+from .minmin import checkpointing
 from .protected import FIRST_WORD_ID, ProtectedDataset, dataset_source, noise_units, quantize_noise, trigger_budget
 
 log = logging.getLogger(__name__)
@@ -51,7 +54,9 @@ def _check_epsilon(value: Any) -> None:
 
 
 def _check_positive_float(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
+    if name == "lr":
+        check_lr(value)  # also bounded: see `mmunlearn.optim.MAX_LR`
+    elif isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
         raise ConfigError(f"{name} must be a positive number, got {value!r}")
 
 
@@ -143,7 +148,12 @@ class Protector:
     def __init__(self, **overrides: Any) -> None:
         self.config = make_config(self.Config, overrides)
 
-    def protect(self, dataset: MultimodalDataset, surrogate: DualEncoder | None = None) -> ProtectedDataset:
+    def protect(
+        self,
+        dataset: MultimodalDataset,
+        surrogate: DualEncoder | None = None,
+        work_dir: str | os.PathLike[str] | None = None,
+    ) -> ProtectedDataset:
         """Compute the protection of every pair of ``dataset``.
 
         Args:
@@ -151,6 +161,10 @@ class Protector:
                 (N, L) left-aligned ids with room for the trigger, and a vocabulary.
             surrogate: the model to craft against (copied, never modified). None: a fresh dual encoder
                 (`SURROGATE_ARCH`) initialised from ``config.seed``, as in MEM's main setting.
+            work_dir: the min-min protectors save their state there after every outer iteration and
+                resume the same run found there, bit-identically (`mmunlearn.protectors.minmin`); the
+                folder is left in place for the caller to delete once the protection is saved. Methods
+                without an iterative loop ignore it.
 
         Returns:
             The `ProtectedDataset` (its ``stats`` hold the wall seconds and the generator's figures).
@@ -159,10 +173,11 @@ class Protector:
             DataError: the dataset lacks a modality, is too small, has values out of range, or its
                 captions have no room for the trigger.
             ConfigError: a surrogate that does not fit the dataset.
+            CheckpointError: ``work_dir`` holds something other than this kind of work, or a damaged state.
         """
         self.validate(dataset, surrogate)
         t0 = time.perf_counter()
-        with seeded(self.config.seed):
+        with seeded(self.config.seed), checkpointing(work_dir):
             model = self.surrogate_for(dataset, surrogate) if self.uses_surrogate else None
             out = self.generate(dataset, model)
         seconds = time.perf_counter() - t0
@@ -203,6 +218,8 @@ class Protector:
         images, text = dataset.inputs["image"], dataset.inputs["text"]
         if images.dim() != 4 or not images.is_floating_point():
             raise DataError(f"images must be float (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        if not bool(torch.isfinite(images).all()):
+            raise DataError(f"the images of dataset {dataset.name!r} contain NaN or inf values")
         if float(images.min()) < 0 or float(images.max()) > 1:
             raise DataError(f"images must lie in [0, 1], got [{float(images.min()):.3f}, {float(images.max()):.3f}]")
         if text.dtype != torch.int64 or text.dim() != 2:

@@ -12,6 +12,11 @@ changed and the others kept (`swap_losses`, closed form, one text forward per ca
 takes its best candidate if it lowers the loss; the joint change is then checked and halved (largest
 gains kept) until the batch loss does not rise. The authors' code instead shares the candidate *rank*
 across the batch; per-pair scoring gives each pair its own best token at the same forward cost.
+
+Resumable: with a work folder (`run_min_min`'s ``work_dir``, or `checkpointing` around a protector's
+``protect``) the whole state is saved after every outer iteration (noise, triggers, surrogate weights
+and AdamW state, the random generators, the position in the surrogate's batch stream, the history),
+and a run of the same settings, data and surrogate found there resumes with bit-identical results.
 """
 
 from __future__ import annotations
@@ -20,17 +25,23 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from ..data.core import MultimodalDataset
+from ..checkpoint import state_sha256
+from ..data.core import MultimodalDataset, data_fingerprint
 from ..errors import DivergenceError
 from ..models import DualEncoder, clip_loss
+from ..optim import divergence_hint, load_optimizer_tensors, optimizer_step, optimizer_tensors, weights_finite
+from ..runtime import progress
+from ..train import WorkFolder, global_rng_tensors, restore_global_rng
 from .protected import FIRST_WORD_ID, add_noise, caption_lengths, noise_units, prepend_triggers
 
 log = logging.getLogger(__name__)
@@ -129,14 +140,36 @@ def cover_batches(n: int, batch_size: int, gen: torch.Generator) -> list[Tensor]
     return batches
 
 
-def endless_batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[Tensor]:
+@dataclass
+class BatchStream:
+    """Shuffled full batches forever (a new permutation each pass), for the surrogate steps.
+
+    An iterator whose position (the current permutation and how many of its batches were taken) can be
+    saved and restored; it draws a permutation from ``gen`` only when the previous one is used up.
+    """
+
+    n: int
+    batch_size: int
+    gen: torch.Generator
+    perm: Tensor | None = None
+    taken: int = 0
+
+    def __iter__(self) -> BatchStream:
+        return self
+
+    def __next__(self) -> Tensor:
+        per_pass = 1 if self.n < self.batch_size else self.n // self.batch_size
+        if self.perm is None or self.taken >= per_pass:
+            self.perm, self.taken = torch.randperm(self.n, generator=self.gen), 0
+        self.taken += 1
+        if self.n < self.batch_size:
+            return self.perm
+        return self.perm[(self.taken - 1) * self.batch_size : self.taken * self.batch_size]
+
+
+def endless_batches(n: int, batch_size: int, gen: torch.Generator) -> BatchStream:
     """Shuffled full batches forever (a new permutation each pass), for the surrogate steps."""
-    while True:
-        perm = torch.randperm(n, generator=gen)
-        if n < batch_size:
-            yield perm
-        else:
-            yield from perm[: n // batch_size * batch_size].split(batch_size)
+    return BatchStream(n, batch_size, gen)
 
 
 def protected_inputs(dataset: MultimodalDataset, state: MinMinState, idx: Tensor) -> tuple[Tensor, Tensor]:
@@ -185,7 +218,8 @@ def surrogate_steps(
         Mean training loss over the steps (nan when ``steps`` is 0).
 
     Raises:
-        DivergenceError: the loss became NaN/inf (nothing has been written; try a lower ``lr``).
+        DivergenceError: the loss before a step or the weights after it became NaN/inf (nothing has
+            been written; the message says whether the data or the lr is to blame).
     """
     model.train()
     total = 0.0
@@ -193,15 +227,18 @@ def surrogate_steps(
         images, text = protected_inputs(dataset, state, next(batches))
         loss = model.loss({"image": images, "text": text})
         if not torch.isfinite(loss):
-            raise DivergenceError(
-                f"the surrogate's loss became {float(loss.detach())}; no protection was produced (try a lower lr)"
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-        opt.step()
+            _surrogate_diverged(f"loss became {float(loss.detach())}", images)
+        optimizer_step(model, opt, loss, GRAD_CLIP)
+        if not weights_finite(model):
+            _surrogate_diverged("weights became NaN/inf", images)
         total += float(loss.detach())
     return total / steps if steps else math.nan
+
+
+def _surrogate_diverged(what: str, images: Tensor) -> NoReturn:
+    raise DivergenceError(
+        f"the surrogate's {what}; no protection was produced ({divergence_hint(bool(torch.isfinite(images).all()))})"
+    )
 
 
 # -- inner step 1: PGD on the image noise -----------------------------------------------------------
@@ -379,8 +416,29 @@ def init_state(dataset: MultimodalDataset, settings: MinMinSettings, vocab: int,
     return MinMinState(noise, triggers)
 
 
+_WORK_DIR: ContextVar[Path | None] = ContextVar("mmunlearn_minmin_work_dir", default=None)
+
+
+@contextlib.contextmanager
+def checkpointing(work_dir: str | os.PathLike[str] | None) -> Iterator[None]:
+    """Within the block, `run_min_min` calls without their own ``work_dir`` save to and resume from ``work_dir``.
+
+    This is how `Protector.protect` hands its work folder to the min-min protectors' ``generate``.
+    """
+    token = _WORK_DIR.set(None if work_dir is None else Path(work_dir))
+    try:
+        yield
+    finally:
+        _WORK_DIR.reset(token)
+
+
 def run_min_min(
-    dataset: MultimodalDataset, model: DualEncoder, settings: MinMinSettings, vocab: int, desc: str = "protect"
+    dataset: MultimodalDataset,
+    model: DualEncoder,
+    settings: MinMinSettings,
+    vocab: int,
+    desc: str = "protect",
+    work_dir: str | os.PathLike[str] | None = None,
 ) -> MinMinState:
     """Optimise noise and/or triggers of every pair against ``model`` (trained in place).
 
@@ -390,29 +448,105 @@ def run_min_min(
         settings: the run.
         vocab: vocabulary size (trigger ids are drawn from ``FIRST_WORD_ID .. vocab - 1``).
         desc: progress-bar label.
+        work_dir: save the state after every outer iteration there, and resume a run of the same
+            settings, data and surrogate found there (another run's work is replaced); default: the
+            folder of `checkpointing`, if any.
 
     Returns:
         The final `MinMinState` (noise in 1/255 units, triggers, per-iteration history).
+
+    Raises:
+        DivergenceError: the surrogate diverged.
+        CheckpointError: ``work_dir`` holds something other than this kind of work, or a damaged state.
     """
+    folder = Path(work_dir) if work_dir is not None else _WORK_DIR.get()
+    work = None if folder is None else WorkFolder(folder, "protect", _identity(dataset, model, settings, vocab))
     gen = torch.Generator().manual_seed(settings.seed)
     state = init_state(dataset, settings, vocab, gen)
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
-    stream = endless_batches(len(dataset), settings.batch_size, gen)
-    n_batches = len(cover_batches(len(dataset), settings.batch_size, torch.Generator()))
-    total = settings.outer_iters * (settings.surrogate_steps + n_batches)
-    bar = tqdm(total=total, desc=desc, unit="step", disable=None if settings.progress else True)
-    for it in range(settings.outer_iters):
-        train_loss = surrogate_steps(model, opt, dataset, state, stream, settings.surrogate_steps)
-        bar.update(settings.surrogate_steps)
-        figures = inner_pass(dataset, model, state, settings, it < settings.trigger_iters, vocab, gen, bar)
-        state.history.append({"iter": it + 1, "surrogate_loss": train_loss, **figures})
-        bar.set_postfix(loss=f"{figures['loss']:.3f}", acc=f"{figures['accuracy']:.2f}")
-        log.info("%s iteration %d: %s", desc, it + 1, state.history[-1])
-        if settings.stop_accuracy is not None and figures["accuracy"] >= settings.stop_accuracy:
-            log.info("%s stops: surrogate accuracy %.3f >= %.3f", desc, figures["accuracy"], settings.stop_accuracy)
-            break
-    bar.close()
+    stream = BatchStream(len(dataset), settings.batch_size, gen)
+    start, stopped = _resume(work, model, opt, state, stream)
+    end = start if stopped else settings.outer_iters
+    per_iter = settings.surrogate_steps + len(cover_batches(len(dataset), settings.batch_size, torch.Generator()))
+    total = settings.outer_iters * per_iter
+    bar = progress(total=total, initial=start * per_iter, desc=desc, unit="step", enabled=settings.progress)
+    try:
+        for it in range(start, end):
+            stopped = _outer_iteration(dataset, model, opt, state, stream, settings, it, vocab, bar, desc)
+            if work is not None:
+                _save(work, model, opt, state, stream, it + 1, stopped)
+            if stopped:
+                break
+    finally:
+        bar.close()
     return state
+
+
+def _outer_iteration(
+    dataset: MultimodalDataset,
+    model: DualEncoder,
+    opt: torch.optim.Optimizer,
+    state: MinMinState,
+    stream: BatchStream,
+    settings: MinMinSettings,
+    it: int,
+    vocab: int,
+    bar: Any,
+    desc: str,
+) -> bool:
+    """Surrogate steps, then one pass of HotFlip/PGD; True when the early stop is reached."""
+    train_loss = surrogate_steps(model, opt, dataset, state, stream, settings.surrogate_steps)
+    bar.update(settings.surrogate_steps)
+    figures = inner_pass(dataset, model, state, settings, it < settings.trigger_iters, vocab, stream.gen, bar)
+    state.history.append({"iter": it + 1, "surrogate_loss": train_loss, **figures})
+    bar.set_postfix(loss=f"{figures['loss']:.3f}", acc=f"{figures['accuracy']:.2f}")
+    log.info("%s iteration %d: %s", desc, it + 1, state.history[-1])
+    if settings.stop_accuracy is not None and figures["accuracy"] >= settings.stop_accuracy:
+        log.info("%s stops: surrogate accuracy %.3f >= %.3f", desc, figures["accuracy"], settings.stop_accuracy)
+        return True
+    return False
+
+
+def _identity(dataset: MultimodalDataset, model: DualEncoder, settings: MinMinSettings, vocab: int) -> dict[str, Any]:
+    """What decides a min-min run's result (a work folder resumes only the same run)."""
+    config = dataclasses.asdict(settings)
+    config.pop("progress")
+    return {"settings": config, "data": data_fingerprint(dataset), "vocab": vocab, "surrogate": state_sha256(model)}
+
+
+def _save(
+    work: WorkFolder,
+    model: DualEncoder,
+    opt: torch.optim.Optimizer,
+    state: MinMinState,
+    stream: BatchStream,
+    done: int,
+    stopped: bool,
+) -> None:
+    """Everything the loop carries from one outer iteration to the next, after ``done`` iterations."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | optimizer_tensors(opt)
+    tensors |= {"rng.gen": stream.gen.get_state(), **global_rng_tensors(torch.device("cpu"))}
+    optional = {"noise": state.noise, "triggers": state.triggers, "stream.perm": stream.perm}
+    tensors |= {k: v for k, v in optional.items() if v is not None}
+    work.save(done, tensors, {"history": state.history, "stream_taken": stream.taken, "stopped": stopped})
+
+
+def _resume(
+    work: WorkFolder | None, model: DualEncoder, opt: torch.optim.Optimizer, state: MinMinState, stream: BatchStream
+) -> tuple[int, bool]:
+    """Restore the last saved outer iteration: (iterations done, whether the run had stopped early)."""
+    if work is None or (saved := work.load()) is None:
+        return 0, False
+    t = saved.tensors
+    model.load_state_dict({k[len("model.") :]: v for k, v in t.items() if k.startswith("model.")})
+    load_optimizer_tensors(opt, t)
+    stream.gen.set_state(t["rng.gen"])
+    restore_global_rng(t, torch.device("cpu"))
+    state.noise, state.triggers = t.get("noise"), t.get("triggers")
+    stream.perm, stream.taken = t.get("stream.perm"), int(saved.info["stream_taken"])
+    state.history = list(saved.info["history"])
+    log.info("resuming the protection in %s after outer iteration %d", work.path, saved.progress)
+    return saved.progress, bool(saved.info.get("stopped", False))
 
 
 def inner_pass(
@@ -476,10 +610,12 @@ def batch_figures(model: DualEncoder, dataset: MultimodalDataset, state: MinMinS
 
 
 __all__ = [
+    "BatchStream",
     "MinMinSettings",
     "MinMinState",
     "batch_accuracy",
     "batch_figures",
+    "checkpointing",
     "cover_batches",
     "hotflip",
     "hotflip_candidates",

@@ -10,9 +10,9 @@ A saved protection is a folder::
     ids.json                 # the N sample ids, in the order of the tensors' rows
     manifest.json            # method, config, budget, source-dataset identity, SHA-256 of every file
 
-The manifest is written last (atomically), so a folder is either the old complete protection or the new
-complete one; loading verifies every hash and every invariant (noise within epsilon, valid trigger ids)
-before returning.
+A save follows the folder-commit protocol of `mmunlearn.fileio.commit_folder`, so a folder is at every
+instant (a kill included) the old complete protection or the new complete one; loading verifies every
+hash and every invariant (noise within epsilon, valid trigger ids) before returning.
 """
 
 from __future__ import annotations
@@ -31,17 +31,10 @@ from torch import Tensor
 
 from ..data.core import MultimodalDataset, data_fingerprint
 from ..errors import CheckpointError, DataError
-from ..fileio import (
-    atomic_write_bytes,
-    atomic_write_json,
-    canonical_json,
-    read_json_manifest,
-    sha256_bytes,
-)
+from ..fileio import MANIFEST, canonical_json, commit_folder, read_json_manifest, resolve_file, sha256_bytes
 from ..tensorio import tensors_to_bytes
 
 FORMAT = "mmunlearn-protected/1"
-MANIFEST = "manifest.json"
 TENSORS = "protection.safetensors"
 IDS = "ids.json"
 FIRST_WORD_ID = 2
@@ -279,16 +272,13 @@ class ProtectedDataset:
 
     # -- files ------------------------------------------------------------------------------------
     def save(self, folder: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Write the protection to ``folder`` (created if needed); the manifest is written last, atomically.
+        """Write the protection to ``folder`` (created if needed), crash-atomically.
 
         Returns:
             The manifest that was written.
         """
-        folder = Path(folder)
         tensors = {k: v for k, v in (("noise", self.noise), ("triggers", self.triggers)) if v is not None}
         blobs = {TENSORS: tensors_to_bytes(tensors), IDS: (json.dumps(self.ids) + "\n").encode()}
-        for name, data in blobs.items():
-            atomic_write_bytes(folder / name, data)
         manifest = {
             "format": FORMAT,
             "method": self.method,
@@ -298,12 +288,10 @@ class ProtectedDataset:
             "n": len(self),
             "source": self.source,
             "source_sha256": sha256_bytes(canonical_json(self.source).encode()),
-            "files": {name: sha256_bytes(data) for name, data in blobs.items()},
             "stats": self.stats,
             **(extra or {}),
         }
-        atomic_write_json(folder / MANIFEST, manifest)
-        return manifest
+        return commit_folder(folder, blobs.items(), manifest, owned=(TENSORS, IDS))
 
     @classmethod
     def load(cls, folder: str | Path) -> ProtectedDataset:
@@ -351,9 +339,9 @@ def read_protected_manifest(folder: str | Path) -> dict[str, Any]:
 
 
 def _verified_bytes(folder: Path, name: str, files: dict[str, str]) -> bytes:
-    path = folder / name
     if name not in files:
         raise CheckpointError(f"{folder / MANIFEST} lists no {name}")
+    path = resolve_file(folder, name, files[name])
     if not path.is_file():
         raise CheckpointError(f"protection file {path} is missing")
     data = path.read_bytes()

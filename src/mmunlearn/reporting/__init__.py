@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..fileio import atomic_write_bytes, sha256_file
+from ..fileio import atomic_write_bytes, replace_folder, sha256_file, staging_folder
+from ..outputs import check_file, check_folder, describe_found, inspect_folder, read_text_file
 from ..records.aggregate import Table, aggregate
 from ..records.store import latest_by_cell, read_records
 from ..results import RunRecord
@@ -21,6 +23,8 @@ from . import plots
 from .html import Section, page
 from .tables import RANK_NOTE, csv_text, headline_columns, markdown_ranks, markdown_table, rank_rows, table_rows
 
+REPORT_FILES = ("report.md", "summary.csv", "index.html")
+FIGURES = "figures"
 README_BEGIN = "<!-- mmunlearn-report:begin -->"
 README_END = "<!-- mmunlearn-report:end -->"
 TITLE = "mmunlearn benchmark report"
@@ -120,6 +124,21 @@ def readme_section(tables: Sequence[Table], command: str | None, report_dir: str
     return "\n".join(lines)
 
 
+_README_BLOCK = re.compile(re.escape(README_BEGIN) + r".*?" + re.escape(README_END), re.S)
+
+
+def check_readme(readme: str | os.PathLike[str]) -> str:
+    """The text of a README whose report block can be rewritten.
+
+    Raises:
+        ConfigError: a missing, unwritable or non-UTF-8 file, or one without the report markers.
+    """
+    text = read_text_file(check_file(readme, "--readme"), "--readme", ConfigError)
+    if not _README_BLOCK.search(text):
+        raise ConfigError(f"{readme} has no '{README_BEGIN}' ... '{README_END}' block to replace; add the two lines")
+    return text
+
+
 def update_readme(readme: Path, block: str) -> None:
     """Replace the text between the report markers of ``readme`` with ``block``.
 
@@ -131,6 +150,27 @@ def update_readme(readme: Path, block: str) -> None:
     if not pattern.search(text):
         raise ConfigError(f"{readme} has no '{README_BEGIN}' ... '{README_END}' block to replace; add the two lines")
     atomic_write_bytes(readme, pattern.sub(lambda _: block, text).encode())
+
+
+def check_report_args(stores: Sequence[Path], out_dir: Path, readme: str | os.PathLike[str] | None) -> None:
+    """Every argument of `write_report`, checked before anything is written.
+
+    Raises:
+        FileNotFoundError: a missing results store.
+        ConfigError: a store that is a folder, an output that is a file, unwritable or holds an
+            mmunlearn artefact, or a README that cannot be updated.
+    """
+    for store in stores:
+        if store.is_dir():
+            raise ConfigError(f"results store {store} is a folder, not a results file (results.jsonl)")
+        if not store.is_file():
+            raise FileNotFoundError(f"no results store at {store}; run `mmunlearn bench CONFIG.yaml` first")
+    check_folder(out_dir, "--out")
+    found = inspect_folder(out_dir)
+    if found.format is not None:
+        raise ConfigError(f"--out {describe_found(out_dir, found)}; choose another folder for the report")
+    if readme is not None:
+        check_readme(readme)
 
 
 def write_report(
@@ -154,12 +194,11 @@ def write_report(
 
     Raises:
         FileNotFoundError: a missing results store.
-        ConfigError: a store without any bench record, or a README without the report markers.
+        ConfigError: a store without any bench record, an output folder that is a file or not writable,
+            or a README that is missing or lacks the report markers (all checked before writing).
     """
     stores = [Path(results)] if isinstance(results, str | os.PathLike) else [Path(r) for r in results]
-    for store in stores:
-        if not store.is_file():
-            raise FileNotFoundError(f"no results store at {store}; run `mmunlearn bench CONFIG.yaml` first")
+    check_report_args(stores, Path(out_dir), readme)
     pooled = [r for store in stores for r in read_records(store, repair=False) if "cell" in r.extras]
     records = list(latest_by_cell(pooled).values())  # a re-run cell counts once, its newest record
     if not records:
@@ -167,27 +206,66 @@ def write_report(
     out = Path(out_dir)
     tables = aggregate(records)
     env = environment(records, stores, command)
-    files = {"markdown": out / "report.md", "csv": out / "summary.csv", "html": out / "index.html"}
-    atomic_write_bytes(files["markdown"], markdown_report(tables, env).encode())
-    atomic_write_bytes(files["csv"], csv_text(tables).encode())
     sections = [Section("environment")]
     sections[0].table(["what", "value"], env, css="kv")
     sections += [_table_section(t, records) for t in tables]
     sections += _defence_sections(tables)
-    _save_figures(sections, out / "figures")
-    atomic_write_bytes(files["html"], page(TITLE, sections).encode())
-    files["figures"] = out / "figures"
+    contents = {
+        REPORT_FILES[0]: markdown_report(tables, env).encode(),
+        REPORT_FILES[1]: csv_text(tables).encode(),
+        REPORT_FILES[2]: page(TITLE, sections).encode(),
+        **_figure_files(sections),
+    }
+    write_report_folder(out, contents)
+    files = {"markdown": out / "report.md", "csv": out / "summary.csv", "html": out / "index.html"}
+    files["figures"] = out / FIGURES
     if readme is not None:
         update_readme(Path(readme), readme_section(tables, command, str(out)))
         files["readme"] = Path(readme)
     return files
 
 
-def _save_figures(sections: Sequence[Section], folder: Path) -> None:
-    """Each figure of the page also as a PNG file, numbered in page order (the folder's old PNGs removed)."""
-    for old in folder.glob("*.png"):
-        old.unlink()
-    images = [img for s in sections for img in s.images]
-    for n, (alt, png) in enumerate(images, 1):
+def _figure_files(sections: Sequence[Section]) -> dict[str, bytes]:
+    """Each figure of the page also as a PNG file, ``figures/NN-slug.png``, numbered in page order."""
+    out = {}
+    for n, (alt, png) in enumerate((img for s in sections for img in s.images), 1):
         slug = re.sub(r"[^a-z0-9]+", "-", alt.lower()).strip("-")[:80]
-        atomic_write_bytes(folder / f"{n:02d}-{slug}.png", png)
+        out[f"{FIGURES}/{n:02d}-{slug}.png"] = png
+    return out
+
+
+def write_report_folder(out: Path, contents: dict[str, bytes]) -> None:
+    """Write a report's files (relative path -> bytes) so that an interrupt leaves the old report or the new.
+
+    The files go into a staging sibling folder that then replaces ``out`` in one step. A folder that also
+    holds files a report does not write is updated file by file instead (each file atomically, the old
+    figures removed), so those files are never touched.
+    """
+    if not _holds_only_a_report(out):
+        for old in (out / FIGURES).glob("*.png"):
+            old.unlink()
+        for rel, data in contents.items():
+            atomic_write_bytes(out / rel, data)
+        return
+    staging = staging_folder(out)
+    try:
+        for rel, data in contents.items():
+            atomic_write_bytes(staging / rel, data)
+        replace_folder(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _holds_only_a_report(out: Path) -> bool:
+    """Whether ``out`` is absent, or a folder of nothing but a report's files and PNG figures."""
+    if not out.exists():
+        return True
+    if not out.is_dir():
+        return False
+    for entry in out.iterdir():
+        if entry.name == FIGURES and entry.is_dir():
+            if not all(f.suffix == ".png" and f.is_file() for f in entry.iterdir()):
+                return False
+        elif entry.name not in REPORT_FILES or not entry.is_file():
+            return False
+    return True

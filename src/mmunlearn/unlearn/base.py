@@ -17,28 +17,53 @@ only `loss`; the loop calls it phase by phase:
   cost grows with |U|, not with the training-set size;
 * ``"unlearn"``: a pass over U alone (``step.retain`` is None);
 * ``"retain"``: a pass over the gold-standard set alone (``step.unlearn`` is None).
+
+The data order of epoch ``e`` comes from generators seeded by ``(seed, e)``; every other random draw
+(random labels, pairings, the model's modality dropout) from the global RNG, seeded once by ``seed``
+around ``prepare`` and the loop. With a work folder the loop saves, after every epoch, the weights, the
+optimizer state, the global RNG state, the method's state tensors and the epoch; a run killed in epoch
+``e`` and started again rebuilds the state with ``prepare`` (same seed, same draws), puts the saved
+tensors back and resumes after epoch ``e - 1``, ending with bit-identical weights.
+
+The divergence guard checks the loss before every step, the weights after it, and the model's outputs
+after the last step (which no later loss checks); on NaN/inf it restores the weights of the start of the
+epoch and raises a `DivergenceError` that blames the data when the batch was not finite, else the lr.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
+import os
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from pathlib import Path
+from typing import Any, ClassVar, Generic, NoReturn, TypeVar
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from ..checkpoint import state_sha256
 from ..configs import config_defaults, make_config
-from ..data.core import MultimodalDataset
+from ..data.core import MultimodalDataset, data_fingerprint
 from ..data.request import ForgetRequest
 from ..errors import ConfigError, DataError, DivergenceError
 from ..models.protocols import Classifier, require
-from ..optim import OptimConfig, optimizer_for, optimizer_step
+from ..optim import (
+    OptimConfig,
+    batch_finite,
+    divergence_hint,
+    load_optimizer_tensors,
+    optimizer_for,
+    optimizer_step,
+    optimizer_tensors,
+    weights_finite,
+)
 from ..registry import Registry
-from ..runtime import Batch, epoch_batches, model_device, seeded, to_device
+from ..runtime import Batch, epoch_batches, model_device, progress, seeded, to_device
+from ..train import WorkFolder, global_rng_tensors, outputs_finite, restore_global_rng
 
 log = logging.getLogger(__name__)
 
@@ -154,13 +179,19 @@ class Unlearner(Generic[C, S]):
         self.config = make_config(self.Config, overrides)  # type: ignore[assignment]
 
     # -- public entry point ---------------------------------------------------------------------
-    def unlearn(self, model: Any, data: UnlearnData, original: Any = None) -> Any:
+    def unlearn(
+        self, model: Any, data: UnlearnData, original: Any = None, work_dir: str | os.PathLike[str] | None = None
+    ) -> Any:
         """Return an edited copy of ``model`` that has forgotten ``data.modalities`` of ``data.unlearn``.
 
         Args:
             model: the trained model (left untouched, train/eval mode included).
             data: the request's data (`UnlearnData`).
             original: the frozen original for methods that need one (default: ``model`` itself).
+            work_dir: if given, the state is saved there after every epoch and a run of the same
+                method, config, data and model found there is resumed (bit-identically; another run's
+                work is replaced); the folder is left in place (the caller deletes it once the result
+                is safe).
 
         Returns:
             The new model, in the train/eval mode ``model`` was in.
@@ -168,7 +199,8 @@ class Unlearner(Generic[C, S]):
         Raises:
             ConfigError: the model lacks a capability the method needs (the message names it).
             DataError: invalid data (checked before any work starts).
-            DivergenceError: the loss became NaN/inf; nothing is returned.
+            DivergenceError: the loss, the weights or the outputs became NaN/inf; nothing is returned.
+            CheckpointError: ``work_dir`` holds something other than this kind of work, or a damaged state.
         """
         self.validate(model, data)
         # copies, so that neither the caller's model nor its original change (not even requires_grad)
@@ -176,10 +208,25 @@ class Unlearner(Generic[C, S]):
         frozen = copy.deepcopy(original if original is not None else model) if self.requires_original else None
         if frozen is not None:
             frozen.eval().requires_grad_(False)
+        folder = None if work_dir is None else WorkFolder(Path(work_dir), "forget", self.identity(model, data, frozen))
         with seeded(self.config.seed):
             run = Run(data, frozen, self.prepare(work, data, frozen))
-            self.run(work, run)
+            self.run(work, run, folder)
         return work.train(model.training)
+
+    def identity(self, model: Any, data: UnlearnData, original: Any) -> dict[str, Any]:
+        """What decides the result of a run (a work folder resumes only the same run)."""
+        config = dataclasses.asdict(self.config)
+        config.pop("progress", None)
+        sets = {"unlearn": data.unlearn, "gold_standard": data.gold_standard, "validation": data.validation}
+        return {
+            "method": self.name,
+            "config": config,
+            "data": {k: None if v is None else data_fingerprint(v) for k, v in sets.items()},
+            "modalities": sorted(data.modalities),
+            "model": state_sha256(model),
+            "original": None if original is None else state_sha256(original),
+        }
 
     def validate(self, model: Any, data: UnlearnData) -> None:
         """Check the model's capabilities and the data before any work."""
@@ -212,35 +259,84 @@ class Unlearner(Generic[C, S]):
         return self.phases
 
     # -- the shared loop ------------------------------------------------------------------------
-    def run(self, model: nn.Module, run: Run[S]) -> None:
-        """The shared loop: every phase of every epoch, one optimizer step per batch."""
-        opt = optimizer_for(model, self.config)
-        plan = [(e, p) for e in range(self.config.epochs) for p in self.phases_of(e)]
-        total = sum(self.steps_per_phase(run.data, p, e) for e, p in plan)
-        bar = tqdm(total=total, desc=self.name, unit="step", disable=None if self.config.progress else True)
-        good = copy.deepcopy(model.state_dict())
-        device = model_device(model)
-        index = 0
+    def run(self, model: nn.Module, run: Run[S], work: WorkFolder | None = None) -> None:
+        """The shared loop: every phase of every epoch, one optimizer step per batch, epoch by epoch.
+
+        Args:
+            model: the model to edit (in place).
+            run: the run's data, original and state.
+            work: where to save after every epoch and resume from (None: no checkpoints).
+        """
+        c = self.config
+        opt = optimizer_for(model, c)
+        steps = [sum(self.steps_per_phase(run.data, p, e) for p in self.phases_of(e)) for e in range(c.epochs)]
+        start, before = self._resume(work, model, opt, run)
+        bar = progress(total=sum(steps), initial=sum(steps[:start]), desc=self.name, unit="step", enabled=c.progress)
+        t0 = time.perf_counter()
         try:
-            for epoch, phase in plan:
-                if phase == self.phases_of(epoch)[0]:
-                    self.on_epoch_start(model, run, epoch)
-                for u, r in self._batches(run.data, phase, epoch, device):
-                    model.train()
-                    loss = self.loss(model, run, Step(u, r, epoch, index, total))
-                    if not torch.isfinite(loss):
-                        model.load_state_dict(good)
-                        raise DivergenceError(
-                            f"{self.name}: the loss became {float(loss.detach())} in epoch {epoch + 1}; the last good "
-                            "weights were restored and no model is returned (try a lower lr)"
-                        )
-                    optimizer_step(model, opt, loss, self.config.grad_clip)
-                    self.after_step(model, run)
-                    index += 1
-                    bar.update(1)
-                good = copy.deepcopy(model.state_dict())
+            for epoch in range(start, c.epochs):
+                self._epoch(model, run, opt, epoch, (sum(steps[:epoch]), sum(steps)), bar)
+                if work is not None:
+                    seconds = before + time.perf_counter() - t0  # of every epoch so far, across resumes
+                    work.save(epoch + 1, self._state_to_save(model, opt, run), {"seconds": seconds})
         finally:
             bar.close()
+
+    def _epoch(
+        self, model: nn.Module, run: Run[S], opt: torch.optim.Optimizer, epoch: int, at: tuple[int, int], bar: Any
+    ) -> None:
+        """One epoch (every phase) under the divergence guard; ``at``: (steps before it, steps in all)."""
+        good = copy.deepcopy(model.state_dict())
+        device = model_device(model)
+        index, total = at
+        u: Batch | None = None
+        r: Batch | None = None
+        for p, phase in enumerate(self.phases_of(epoch)):
+            if p == 0:
+                self.on_epoch_start(model, run, epoch)
+            for u, r in self._batches(run.data, phase, epoch, device):
+                model.train()
+                loss = self.loss(model, run, Step(u, r, epoch, index, total))
+                if not torch.isfinite(loss):
+                    self._diverged(model, good, f"the loss became {float(loss.detach())}", epoch, u, r)
+                optimizer_step(model, opt, loss, self.config.grad_clip)
+                self.after_step(model, run)
+                if not weights_finite(model):
+                    self._diverged(model, good, "the weights became NaN/inf", epoch, u, r)
+                index += 1
+                bar.update(1)
+        if epoch + 1 == self.config.epochs and not outputs_finite(model, u, r):  # type: ignore[arg-type]
+            self._diverged(model, good, "the model's outputs became NaN/inf", epoch, u, r)
+
+    def _diverged(
+        self, model: nn.Module, good: dict[str, Tensor], what: str, epoch: int, u: Batch | None, r: Batch | None
+    ) -> NoReturn:
+        """Restore the weights of the start of the epoch and raise the `DivergenceError`."""
+        model.load_state_dict(good)
+        raise DivergenceError(
+            f"{self.name}: {what} in epoch {epoch + 1}; the last good weights were restored and no model is "
+            f"returned ({divergence_hint(batch_finite(u, r))})"
+        )
+
+    def _state_to_save(self, model: nn.Module, opt: torch.optim.Optimizer, run: Run[S]) -> dict[str, Tensor]:
+        """Weights (``model.*``), optimizer (``opt.*``), global RNG (``rng.*``) and method state (``state*``)."""
+        weights = {f"model.{k}": v for k, v in model.state_dict().items()}
+        rng = global_rng_tensors(model_device(model))
+        return {**weights, **optimizer_tensors(opt), **rng, **state_tensors(run.state)}
+
+    def _resume(
+        self, work: WorkFolder | None, model: nn.Module, opt: torch.optim.Optimizer, run: Run[S]
+    ) -> tuple[int, float]:
+        """Load the last saved epoch of the same run from ``work``: (epoch to start from, seconds spent)."""
+        if work is None or (saved := work.load()) is None:
+            return 0, 0.0
+        t = saved.tensors
+        model.load_state_dict({k[len("model.") :]: v for k, v in t.items() if k.startswith("model.")})
+        load_optimizer_tensors(opt, t)
+        restore_global_rng(t, model_device(model))
+        run.state = with_state_tensors(run.state, t, model_device(model))
+        log.info("%s: resuming %s after epoch %d", self.name, work.path, saved.progress)
+        return saved.progress, float(saved.info.get("seconds", 0.0))
 
     def steps_per_phase(self, data: UnlearnData, phase: str, epoch: int = 0) -> int:
         """Optimizer steps in one phase of one epoch."""
@@ -272,6 +368,44 @@ class Unlearner(Generic[C, S]):
         else:
             for i, j in zip(u_idx, r_idx, strict=True):
                 yield to_device(data.unlearn.batch(i), device), to_device(data.gold_standard.batch(j), device)
+
+
+def state_tensors(state: Any) -> dict[str, Tensor]:
+    """The tensors of a method's run state, flat for safetensors (other values are rebuilt by ``prepare``).
+
+    A tensor is ``"state"``, a dict of tensors ``"state:<key>"``; in a dataclass state, field ``f`` is
+    ``"state.f"`` or ``"state.f:<key>"``.
+    """
+    if dataclasses.is_dataclass(state) and not isinstance(state, type):
+        out: dict[str, Tensor] = {}
+        for f in dataclasses.fields(state):
+            out |= _flat(f"state.{f.name}", getattr(state, f.name))
+        return out
+    return _flat("state", state)
+
+
+def _flat(prefix: str, value: Any) -> dict[str, Tensor]:
+    if isinstance(value, Tensor):
+        return {prefix: value}
+    if isinstance(value, dict) and value and all(isinstance(v, Tensor) for v in value.values()):
+        return {f"{prefix}:{k}": v for k, v in value.items()}
+    return {}
+
+
+def with_state_tensors(state: Any, tensors: dict[str, Tensor], device: torch.device) -> Any:
+    """``state`` (as ``prepare`` built it) with the tensors saved by `state_tensors` put back on ``device``."""
+    if dataclasses.is_dataclass(state) and not isinstance(state, type):
+        fields = [f for f in dataclasses.fields(state) if f.init]
+        changes = {f.name: _unflat(f"state.{f.name}", getattr(state, f.name), tensors, device) for f in fields}
+        return dataclasses.replace(state, **changes)
+    return _unflat("state", state, tensors, device)
+
+
+def _unflat(prefix: str, current: Any, tensors: dict[str, Tensor], device: torch.device) -> Any:
+    if prefix in tensors:
+        return tensors[prefix].to(device)
+    items = {k[len(prefix) + 1 :]: v.to(device) for k, v in tensors.items() if k.startswith(f"{prefix}:")}
+    return items or current
 
 
 def present_only(batch: Batch, modalities: Iterable[str]) -> Batch:

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..models import fresh_copy
+from ..models import MultimodalModel, fresh_copy
 from ..models.protocols import Classifier
 from ..runtime import model_device
 from ..train import TrainConfig, train_model
@@ -42,12 +42,16 @@ class Retrain(Unlearner[RetrainConfig, None]):
     stage = "reference"
     Config = RetrainConfig
 
-    def unlearn(self, model: Any, data: UnlearnData, original: Any = None) -> Any:
-        """Ignore ``model``'s weights; train its architecture from scratch on the gold-standard set."""
+    def unlearn(self, model: Any, data: UnlearnData, original: Any = None, work_dir: Any = None) -> Any:
+        """Ignore ``model``'s weights; train its architecture from scratch on the gold-standard set.
+
+        With ``work_dir`` (registered models) the training checkpoints there and resumes from it.
+        """
         self.validate(model, data)
         fresh = fresh_copy(model, self.config.seed)
         recipe = TrainConfig(**dataclasses.asdict(self.config))
-        trained = train_model(fresh, data.gold_standard, recipe, device=model_device(model)).model
+        out = work_dir if isinstance(fresh, MultimodalModel) else None
+        trained = train_model(fresh, data.gold_standard, recipe, out_dir=out, device=model_device(model)).model
         return trained.train(model.training)
 
     def loss(self, model: Classifier, run: Run[None], step: Step) -> Tensor:
