@@ -12,8 +12,8 @@ in cores): this machine is shared, so compare runs (before / after a change) onl
 from __future__ import annotations
 
 import argparse
-import cProfile
 import contextlib
+import cProfile
 import os
 import pstats
 import tempfile

@@ -14,6 +14,7 @@ from toy import make_av
 # Unit-test models are tiny: one thread is faster than two and immune to a busy machine.
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MMUNLEARN_THREADS", "1")  # the CLI, run in-process by the tests, sets torch's threads
 
 
 @pytest.fixture

@@ -36,3 +36,12 @@ def test_progress_wraps_iterables_and_can_be_off(capsys):
     assert capsys.readouterr().err.count("cells: ") == 10
     assert list(progress(range(5), enabled=False)) == list(range(5))
     assert capsys.readouterr().err == ""
+
+
+def test_threads_leave_out_the_cores_other_processes_keep_busy(monkeypatch):
+    from mmunlearn import runtime
+
+    monkeypatch.setattr(runtime, "available_cores", lambda: 4)
+    for load, want in [(0.0, 4), (0.9, 3), (2.1, 2), (3.9, 1), (12.0, 1)]:
+        monkeypatch.setattr(runtime.os, "getloadavg", lambda load=load: (load, load, load))
+        assert runtime.idle_cores() == want

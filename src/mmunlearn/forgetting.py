@@ -183,7 +183,7 @@ def completed_forget(
     cache) to resolve the request.
     """
     try:
-        receipt = json.loads((Path(out_dir) / "receipt.json").read_text(encoding="utf-8"))
+        receipt = read_receipt(out_dir)  # as the manifest lists it, also after a save killed past its commit
         saved = read_manifest(out_dir)["files"][WEIGHTS]
         manifest = read_manifest(model_dir)
         original = manifest["files"][WEIGHTS]

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import NoReturn
 
 from .errors import ConfigError, DataError, MMUnlearnError
+from .fileio import is_staged
 
 MANIFEST = "manifest.json"
 KINDS = {
     "mmunlearn-checkpoint/1": "a checkpoint",
     "mmunlearn-protected/1": "a protection",
     "mmunlearn-dataset/1": "a dataset cache",
+    "mmunlearn-run/1": "the output of a forget run (a user's own model)",
 }
 """Manifest ``format`` -> what the folder holds, for the messages."""
 FORGET_RUN = "the output of a forget run"
@@ -147,7 +149,8 @@ def inspect_folder(path: str | os.PathLike[str]) -> Found:
 
 def _own_leftover(name: str) -> bool:
     """A file of an mmunlearn save (also the hidden temporary file of an interrupted atomic write)."""
-    return name in OWN_FILES or name == WORK_DIR or (name.startswith(".") and name.endswith(".tmp"))
+    temporary = name.startswith(".") and name.endswith(".tmp")
+    return name in OWN_FILES or name == WORK_DIR or temporary or is_staged(name)
 
 
 def _from_manifest(path: Path) -> Found:

@@ -121,16 +121,28 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def configure_threads(threads: int | None = None) -> int:
-    """Set torch's intra-op threads: ``threads``, else ``$MMUNLEARN_THREADS``, else the cores this process may use.
+def idle_cores() -> int:
+    """The cores this process may use minus the load other processes put on them (1-minute load average), >= 1."""
+    cores = available_cores()
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on a Unix
+        busy = 0.0
+    return max(1, min(cores, round(cores - busy + 0.25)))
 
-    torch's default counts every core of the machine, and with other processes on the same cores its
-    threads wait on each other; one thread per available core avoids that. Returns the number set.
+
+def configure_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op threads: ``threads``, else ``$MMUNLEARN_THREADS``, else `idle_cores`.
+
+    torch's default is one thread per core of the machine. When other processes keep those cores busy,
+    its threads wait on each other at every operation (measured here: a training step took 4-7x longer
+    with 2 threads than with 1 while two other processes ran on the 2 cores), so the CLI starts with one
+    thread per core that is not already busy. Returns the number set.
     """
     if threads is None:
         env = os.environ.get("MMUNLEARN_THREADS")
         try:
-            threads = int(env) if env else available_cores()
+            threads = int(env) if env else idle_cores()
         except ValueError as e:
             raise ConfigError(f"$MMUNLEARN_THREADS must be an integer >= 1, got {env!r}") from e
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:

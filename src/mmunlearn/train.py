@@ -190,7 +190,9 @@ def train_model(
     if out is not None and not isinstance(model, MultimodalModel):
         raise ConfigError("resumable checkpoints (out_dir) need a registered model; train a user model without one")
     opt = optimizer_for(model, config)  # type: ignore[arg-type]
-    run_id = {"config": config.identity(), "data": data_fingerprint(dataset), "model": getattr(model, "kind", "")}
+    run_id: dict[str, Any] = {}  # identifies the run in a resumable checkpoint (hashing the data costs time: only then)
+    if out is not None:
+        run_id = {"config": config.identity(), "data": data_fingerprint(dataset), "model": getattr(model, "kind", "")}
     resumed = _resume(out, model, opt, run_id)
     start = resumed.epoch
     steps = len(epoch_batches(len(dataset), config.batch_size, config.seed, 0))

@@ -39,7 +39,7 @@ from ..recipes import train_on_dataset
 from ..records.scenarios import gap_to_retrain
 from ..registry import Registry, UnknownNameError
 from ..results import MetricResult, RunRecord
-from ..runtime import resolve_device
+from ..runtime import configure_threads, resolve_device
 from ..textfmt import format_table
 from ..unlearn import UNLEARNERS
 from ..versions import versions
@@ -486,6 +486,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by bench and report
     _setup_logging(getattr(args, "quiet", False))
     try:
+        if getattr(args, "threads", None) is None:
+            configure_threads()  # one thread per idle core (bench --threads sets its own)
         return int(args.func(args))
     except (MMUnlearnError, UnknownNameError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
