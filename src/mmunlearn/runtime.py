@@ -135,9 +135,9 @@ def configure_threads(threads: int | None = None) -> int:
     """Set torch's intra-op threads: ``threads``, else ``$MMUNLEARN_THREADS``, else `idle_cores`.
 
     torch's default is one thread per core of the machine. When other processes keep those cores busy,
-    its threads wait on each other at every operation (measured here: a training step took 4-7x longer
-    with 2 threads than with 1 while two other processes ran on the 2 cores), so the CLI starts with one
-    thread per core that is not already busy. Returns the number set.
+    its threads wait on each other at every operation (`benchmarks/threads_under_load.py`: with the 2
+    cores busy, a training step took 1.7-2.2x longer with 2 threads than with 1), so the CLI starts with
+    one thread per core that is not already busy. Returns the number set.
     """
     if threads is None:
         env = os.environ.get("MMUNLEARN_THREADS")

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +12,7 @@ from caption_toy import make_captions
 
 from mmunlearn.errors import CheckpointError
 from mmunlearn.protectors import PROTECTORS, ProtectedDataset
+from sigkill import kill_after
 
 HERE = Path(__file__).resolve().parent
 # 16 pairs at batch 8: 2 surrogate steps and 2 PGD/HotFlip batches per outer iteration
@@ -62,13 +58,7 @@ KILL_SCRIPT = textwrap.dedent(
 def test_a_killed_mem_protection_resumes_to_the_same_result(tmp_path):
     work = tmp_path / "work"
     script = KILL_SCRIPT.format(here=str(HERE), mem=MEM)
-    proc = subprocess.Popen([sys.executable, "-c", script, str(work)], env={**os.environ, "PYTHONHASHSEED": "0"})
-    deadline = time.time() + 120
-    while time.time() < deadline and _progress(work) < 2 and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = _progress(work)
+    killed_at = kill_after(script, work, _progress, 2)
     assert 2 <= killed_at < MEM["outer_iters"], f"killed after iteration {killed_at}: not interrupted mid-way"
     resumed = PROTECTORS.create("mem", **MEM).protect(make_captions(), work_dir=work)
     assert _progress(work) == MEM["outer_iters"]

@@ -1,12 +1,7 @@
 """A forget run checkpoints every epoch in its work folder and resumes bit-identically after a kill."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +14,7 @@ from mmunlearn.models import build_model
 from mmunlearn.pipeline import run_request
 from mmunlearn.train import TrainConfig, train_model
 from mmunlearn.unlearn import UNLEARNERS, UnlearnData
+from sigkill import kill_after
 from toy import make_av
 
 CFG = {"input_shapes": {"image": [1, 16, 16], "audio": [8, 16]}, "num_classes": 4, "feat_dim": 8, "width": 4}
@@ -82,13 +78,7 @@ def test_a_killed_forget_resumes_to_the_same_weights(tmp_path, original, method)
         tests=str(TESTS), here=str(Path(__file__).parent), original=str(original), method=method
     )
     work = tmp_path / "work"
-    proc = subprocess.Popen([sys.executable, "-c", script, str(work)], env={**os.environ, "PYTHONHASHSEED": "0"})
-    deadline = time.time() + 120
-    while time.time() < deadline and _progress(work) < 2 and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = _progress(work)
+    killed_at = kill_after(script, work, _progress, 2)
     assert 2 <= killed_at < METHOD["epochs"], f"killed after epoch {killed_at}: the run was not interrupted mid-way"
     model = load_checkpoint(original).model.eval()
     resumed = UNLEARNERS.create(method, **METHOD).unlearn(model, _data(), work_dir=work)
