@@ -18,8 +18,8 @@ import time
 import torch
 
 from mmunlearn.data import DATASETS, build_dataset, load_dataset
-from mmunlearn.recipes import new_model, recipe_for
 from mmunlearn.optim import optimizer_for
+from mmunlearn.recipes import new_model, recipe_for
 from mmunlearn.runtime import configure_threads, epoch_batches
 from mmunlearn.train import TrainConfig, lr_at, train_model
 
