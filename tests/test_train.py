@@ -46,24 +46,28 @@ def test_global_rng_is_left_alone(tiny_av):
     assert torch.equal(torch.rand(3), expected)
 
 
-def test_resume_from_checkpoint_gives_the_same_weights(tmp_path, tiny_av, monkeypatch):
+def _interrupt_in_epoch_3(out, data, monkeypatch) -> None:
+    """Train into ``out`` and interrupt it at the 10th step (epoch 3 of 4 steps each)."""
     import importlib
 
     T = importlib.import_module("mmunlearn.train")
-    full = train_model(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST)
-    calls = {"n": 0}
-    real_step = T.optimizer_step
+    real_step, calls = T.optimizer_step, {"n": 0}
 
     def interrupted_step(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 10:  # in epoch 3 (4 steps per epoch)
+        if calls["n"] == 10:
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
     monkeypatch.setattr(T, "optimizer_step", interrupted_step)
     with pytest.raises(KeyboardInterrupt):
-        train_model(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST, out_dir=tmp_path)
+        train_model(build_model("multimodal-classifier", 0, **CFG), data, FAST, out_dir=out)
     monkeypatch.setattr(T, "optimizer_step", real_step)
+
+
+def test_resume_from_checkpoint_gives_the_same_weights(tmp_path, tiny_av, monkeypatch):
+    full = train_model(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST)
+    _interrupt_in_epoch_3(tmp_path, tiny_av, monkeypatch)
     assert json.loads((tmp_path / "manifest.json").read_text())["training"]["epoch"] == 2
     resumed = train_model(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST, out_dir=tmp_path)
     assert resumed.resumed_from == 2 and resumed.epochs_run == 2
@@ -149,21 +153,7 @@ def test_lr_schedule():
 
 
 def test_the_training_time_adds_up_across_resumes(tmp_path, tiny_av, monkeypatch):
-    import importlib
-
-    T = importlib.import_module("mmunlearn.train")
-    real_step, calls = T.optimizer_step, {"n": 0}
-
-    def interrupted_step(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 10:  # in epoch 3 (4 steps per epoch)
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(T, "optimizer_step", interrupted_step)
-    with pytest.raises(KeyboardInterrupt):
-        train_model(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST, out_dir=tmp_path)
-    monkeypatch.setattr(T, "optimizer_step", real_step)
+    _interrupt_in_epoch_3(tmp_path, tiny_av, monkeypatch)
     first = json.loads((tmp_path / "manifest.json").read_text())["training"]["seconds"]
     resumed = train_model(build_model("multimodal-classifier", 0, **CFG), tiny_av, FAST, out_dir=tmp_path)
     assert first > 0 and resumed.total_seconds == pytest.approx(first + resumed.seconds)
