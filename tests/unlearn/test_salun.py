@@ -13,7 +13,8 @@ CFG = {"input_shapes": {"image": [1, 16, 16], "audio": [8, 16]}, "num_classes": 
 def test_mask_takes_exactly_k_salient_weights_not_the_zero_gradient_ties():
     model = build_model("multimodal-classifier", 0, **CFG)
     batch = present_only(make_av(32).full_batch(), ["image"])  # audio missing: its gradients are exactly 0
-    mask = saliency_mask(model, batch, 0.2)
+    loss = -torch.nn.functional.cross_entropy(model(batch), batch["label"])
+    mask = saliency_mask(model, loss, 0.2)
     total = sum(p.numel() for p in model.parameters())
     assert sum(int(m.sum()) for m in mask.values()) == int(0.2 * total)
     audio = [n for n in mask if n.startswith("encoders.audio")]

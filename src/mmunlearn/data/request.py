@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..fileio import sha256_bytes
+from .concepts import naming
 from .core import MultimodalDataset
 
 
@@ -68,6 +69,19 @@ class ForgetRequest:
             )
         ids = tuple(sid for sid, y in zip(train.ids, train.labels.tolist(), strict=True) if y == label)
         return cls(ids, frozenset(modalities), reason)
+
+    @classmethod
+    def concept(
+        cls, train: MultimodalDataset, concept: str, modalities: Iterable[str] | None = None, reason: str = ""
+    ) -> ForgetRequest:
+        """Every pair whose caption names ``concept`` (see `mmunlearn.data.concepts.naming`); by default
+        every modality of the pairs is forgotten (the association itself).
+
+        Raises:
+            DataError: no captions, or no caption names the concept.
+        """
+        ids = tuple(train.ids[i] for i in naming(train, concept))
+        return cls(ids, frozenset(train.modalities if modalities is None else modalities), reason)
 
     # -- use ------------------------------------------------------------------------------------
     def validate(self, train: MultimodalDataset, model_modalities: Iterable[str] | None = None) -> None:

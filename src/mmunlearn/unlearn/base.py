@@ -8,8 +8,8 @@ forgotten modalities missing for a visual-only request). `UnlearnData` carries t
 Methods see U through `Run.forget_view`: only the modalities to forget are present, so a model's fused
 logits on it are the logits of exactly the data to forget (image-only logits for visual unlearning).
 
-A method is stateless: ``Unlearner.unlearn(model, data)`` copies the model, calls ``prepare`` once to
-build the run's state (masks, targets...), and runs the shared loop, which hands ``loss`` a `Run`
+A method is stateless: ``Unlearner.unlearn(model, data)`` copies the model, calls ``prepare(model, run)``
+once to build the run's state (masks, targets...), and runs the shared loop, which hands ``loss`` a `Run`
 (data, frozen original, state) and a `Step` (batches, epoch, step counter). Gradient methods override
 only `loss`; the loop calls it phase by phase:
 
@@ -129,11 +129,13 @@ C = TypeVar("C", bound=OptimConfig)
 
 @dataclass
 class Run(Generic[S]):
-    """One call of `Unlearner.unlearn`: its data, the frozen original (if the method asked) and its state."""
+    """One call of `Unlearner.unlearn`: its data, the frozen original (if the method asked), its state and
+    the model kind: the first protocol of the method's ``requires`` that the model satisfies."""
 
     data: UnlearnData
     original: Any
     state: S
+    kind: type = Classifier
 
     def forget_view(self, batch: Batch) -> Batch:
         """The batch with only the modalities to forget present (the others marked missing)."""
@@ -202,7 +204,7 @@ class Unlearner(Generic[C, S]):
             DivergenceError: the loss, the weights or the outputs became NaN/inf; nothing is returned.
             CheckpointError: ``work_dir`` holds something other than this kind of work, or a damaged state.
         """
-        self.validate(model, data)
+        kind = self.validate(model, data)
         # copies, so that neither the caller's model nor its original change (not even requires_grad)
         work = copy.deepcopy(model).requires_grad_(True)
         frozen = copy.deepcopy(original if original is not None else model) if self.requires_original else None
@@ -210,7 +212,8 @@ class Unlearner(Generic[C, S]):
             frozen.eval().requires_grad_(False)
         folder = None if work_dir is None else WorkFolder(Path(work_dir), "forget", self.identity(model, data, frozen))
         with seeded(self.config.seed):
-            run = Run(data, frozen, self.prepare(work, data, frozen))
+            run: Run[S] = Run(data, frozen, None, kind)  # type: ignore[arg-type]
+            run.state = self.prepare(work, run)
             self.run(work, run, folder)
         return work.train(model.training)
 
@@ -228,9 +231,9 @@ class Unlearner(Generic[C, S]):
             "original": None if original is None else state_sha256(original),
         }
 
-    def validate(self, model: Any, data: UnlearnData) -> None:
-        """Check the model's capabilities and the data before any work."""
-        require(model, self.requires, f"unlearner {self.name!r}")
+    def validate(self, model: Any, data: UnlearnData) -> type:
+        """Check the model's capabilities and the data before any work; return the model's kind (protocol)."""
+        kind = require(model, self.requires, f"unlearner {self.name!r}")
         if len(data.unlearn) == 0:
             raise DataError("the unlearn set is empty: nothing to forget")
         lacking = sorted(data.modalities - set(getattr(model, "modalities", ())))
@@ -238,10 +241,12 @@ class Unlearner(Generic[C, S]):
             raise DataError(f"cannot forget modality {lacking}: the model has {list(model.modalities)}")
         if self.requires_retain and len(data.gold_standard) == 0:
             raise DataError(f"{self.name} needs data to keep, but the gold-standard set is empty")
+        return kind
 
     # -- hooks ------------------------------------------------------------------------------------
-    def prepare(self, model: Any, data: UnlearnData, original: Any) -> S:
-        """The run's initial state (masks, targets...), built once before the loop. Default: None."""
+    def prepare(self, model: Any, run: Run[Any]) -> S:
+        """The run's initial state (masks, targets...), built once before the loop from the run's data,
+        original and kind (``run.state`` is still None). Default: None."""
         return None  # type: ignore[return-value]
 
     def loss(self, model: Any, run: Run[S], step: Step) -> Tensor:

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..models.protocols import Classifier
 from ..runtime import Batch, eval_mode
-from .base import UNLEARNERS, Run, Step, UnlearnConfig, UnlearnData, Unlearner, present_only
+from .base import UNLEARNERS, Run, Step, UnlearnConfig, Unlearner, present_only
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,11 @@ class BoundaryShrink(Unlearner[BoundaryShrinkConfig, Tensor]):
     Config = BoundaryShrinkConfig
     phases = ("unlearn",)
 
-    def prepare(self, model: Classifier, data: UnlearnData, original: Classifier) -> Tensor:
+    def prepare(self, model: Classifier, run: Run[Tensor]) -> Tensor:
         """The neighbour label of every sample of U (the run's state)."""
+        data = run.data
         batch = present_only(data.unlearn.full_batch(), data.modalities)
-        return neighbour_labels(original, batch, sorted(data.modalities), self.config.bound)
+        return neighbour_labels(run.original, batch, sorted(data.modalities), self.config.bound)
 
     def loss(self, model: Classifier, run: Run[Tensor], step: Step) -> Tensor:
         assert step.unlearn is not None

@@ -27,7 +27,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..models.protocols import Classifier
 from ..runtime import Batch, eval_mode
-from .base import UNLEARNERS, Run, Step, UnlearnConfig, UnlearnData, Unlearner, present_only
+from .base import UNLEARNERS, Run, Step, UnlearnConfig, Unlearner, present_only
 
 log = logging.getLogger(__name__)
 
@@ -152,10 +152,10 @@ class CCU(Unlearner[CCUConfig, CCUState]):
     requires_original = True
     Config = CCUConfig
 
-    def prepare(self, model: Classifier, data: UnlearnData, original: Classifier) -> CCUState:
-        if self.config.calibrate and data.validation is None:
+    def prepare(self, model: Classifier, run: Run[CCUState]) -> CCUState:
+        if self.config.calibrate and run.data.validation is None:
             log.warning("ccu: no validation split given; forgetting is not calibrated to unseen data")
-        return CCUState(tuple(m for m in model.modalities if m not in data.modalities))
+        return CCUState(tuple(m for m in model.modalities if m not in run.data.modalities))
 
     def on_epoch_start(self, model: Classifier, run: Run[CCUState], epoch: int) -> None:
         """Re-match U's losses against the validation split with the model as it is now."""

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..models.protocols import Classifier
 from .base import UNLEARNERS, Run, Step, UnlearnConfig, Unlearner
+from .objectives import MODEL_KINDS, task_loss
 
 
 @dataclass(frozen=True)
@@ -22,14 +22,16 @@ class GradAscentConfig(UnlearnConfig):
 
 @UNLEARNERS.register("grad_ascent")
 class GradAscent(Unlearner[GradAscentConfig, None]):
-    """Loss = -CE on the forgotten modalities of U (image-only logits for visual unlearning)."""
+    """Loss = -task loss on U: CE of its forgotten modalities (image-only logits for visual unlearning),
+    or, for a dual encoder, the contrastive loss of the pairs to forget."""
 
     name = "grad_ascent"
     paper = "Golatkar et al. 2020 / Thudi et al. 2022 (NegGrad); SalUn GA baseline"
+    requires = MODEL_KINDS
     requires_retain = False
     Config = GradAscentConfig
     phases = ("unlearn",)
 
     def loss(self, model: Classifier, run: Run[None], step: Step) -> Tensor:
         assert step.unlearn is not None
-        return -F.cross_entropy(model(run.forget_view(step.unlearn)), step.unlearn["label"])
+        return -task_loss(model, run, step.unlearn)

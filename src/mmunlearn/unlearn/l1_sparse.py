@@ -9,6 +9,7 @@ from torch import Tensor
 
 from ..models.protocols import Classifier
 from .base import UNLEARNERS, Run, Step, UnlearnConfig, Unlearner
+from .objectives import MODEL_KINDS
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class L1Sparse(Unlearner[L1SparseConfig, None]):
 
     name = "l1_sparse"
     paper = "Jia et al., Model Sparsity Can Simplify Machine Unlearning (NeurIPS 2023)"
+    requires = MODEL_KINDS
     Config = L1SparseConfig
     phases = ("retain",)
 

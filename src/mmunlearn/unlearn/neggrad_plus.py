@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ConfigError
 from ..models.protocols import Classifier
 from .base import UNLEARNERS, Run, Step, UnlearnConfig, Unlearner
+from .objectives import MODEL_KINDS, task_loss
 
 
 @dataclass(frozen=True)
@@ -29,14 +29,16 @@ class NegGradPlusConfig(UnlearnConfig):
 
 @UNLEARNERS.register("neggrad_plus")
 class NegGradPlus(Unlearner[NegGradPlusConfig, None]):
-    """Loss = beta * (model objective on R) - (1 - beta) * CE on the forgotten modalities of U."""
+    """Loss = beta * (model objective on R) - (1 - beta) * task loss on U (CE of its forgotten modalities,
+    or the contrastive loss of the pairs to forget)."""
 
     name = "neggrad_plus"
     paper = "Kurmanji et al., Towards Unbounded Machine Unlearning (NeurIPS 2023), NegGrad+"
+    requires = MODEL_KINDS
     Config = NegGradPlusConfig
 
     def loss(self, model: Classifier, run: Run[None], step: Step) -> Tensor:
         assert step.unlearn is not None and step.retain is not None
         beta = self.config.beta
-        forget = F.cross_entropy(model(run.forget_view(step.unlearn)), step.unlearn["label"])
+        forget = task_loss(model, run, step.unlearn)
         return beta * model.loss(step.retain) - (1 - beta) * forget

@@ -9,10 +9,10 @@ from typing import Any
 from torch import Tensor
 
 from ..models import MultimodalModel, fresh_copy
-from ..models.protocols import Classifier
 from ..runtime import model_device
 from ..train import TrainConfig, train_model
 from .base import UNLEARNERS, Run, Step, UnlearnData, Unlearner
+from .objectives import MODEL_KINDS
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class Retrain(Unlearner[RetrainConfig, None]):
     name = "retrain"
     paper = "the exact-unlearning reference (e.g. Bourtoule et al., Machine Unlearning, S&P 2021)"
     stage = "reference"
+    requires = MODEL_KINDS
     Config = RetrainConfig
 
     def unlearn(self, model: Any, data: UnlearnData, original: Any = None, work_dir: Any = None) -> Any:
@@ -54,5 +55,5 @@ class Retrain(Unlearner[RetrainConfig, None]):
         trained = train_model(fresh, data.gold_standard, recipe, out_dir=out, device=model_device(model)).model
         return trained.train(model.training)
 
-    def loss(self, model: Classifier, run: Run[None], step: Step) -> Tensor:
+    def loss(self, model: Any, run: Run[None], step: Step) -> Tensor:
         raise NotImplementedError("retrain trains from scratch; it has no unlearning loss")

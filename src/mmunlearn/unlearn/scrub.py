@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..models.protocols import Classifier
 from .base import UNLEARNERS, Run, Step, UnlearnConfig, Unlearner
+from .objectives import MODEL_KINDS, output_logits, task_logits
 
 
 @dataclass(frozen=True)
@@ -35,21 +36,27 @@ def distill_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: floa
 
 @UNLEARNERS.register("scrub")
 class Scrub(Unlearner[ScrubConfig, None]):
-    """Max steps on U (maximise KL to the teacher), min steps on R (gamma CE + alpha KL)."""
+    """Max steps on U (maximise KL to the teacher), min steps on R (gamma CE + alpha KL).
+
+    For a dual encoder the teacher's outputs are the original's similarity logits of the batch, in both
+    retrieval directions (each row a distribution over the batch's captions, or images)."""
 
     name = "scrub"
     paper = "Kurmanji et al., Towards Unbounded Machine Unlearning (NeurIPS 2023)"
+    requires = MODEL_KINDS
     requires_original = True
     Config = ScrubConfig
 
     def phases_of(self, epoch: int) -> tuple[str, ...]:
         return ("unlearn", "retain") if epoch < self.config.msteps else ("retain",)
 
-    def loss(self, model: Classifier, run: Run[None], step: Step) -> Tensor:
+    def loss(self, model: Any, run: Run[None], step: Step) -> Tensor:
         c, teacher = self.config, run.original
         if step.unlearn is not None:
-            view = run.forget_view(step.unlearn)
-            return -distill_kl(model(view), teacher(view), c.kd_temperature)
+            student, _ = task_logits(model, run, step.unlearn)
+            return -distill_kl(student, task_logits(teacher, run, step.unlearn)[0], c.kd_temperature)
         assert step.retain is not None
-        kl = distill_kl(model(step.retain), teacher(step.retain), c.kd_temperature)
+        kl = distill_kl(
+            output_logits(model, run, step.retain), output_logits(teacher, run, step.retain), c.kd_temperature
+        )
         return c.gamma * model.loss(step.retain) + c.alpha * kl
