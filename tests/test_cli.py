@@ -189,6 +189,52 @@ def test_forget_bad_inputs(av_model, capsys, tmp_path, extra, message):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.fixture(scope="module")
+def pairs_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pairs") / "model"
+    argv = ["train", "--dataset", "shapes-captions", "--size", "small", "--out", str(out), "--epochs", "1", "--quiet"]
+    assert main(argv) == 0
+    return out
+
+
+def test_forget_a_concept_in_a_dual_encoder(pairs_model, capsys, tmp_path):
+    out = tmp_path / "cliperase"
+    argv = ["--model", str(pairs_model), "--method", "finetune", "--concept", "red circle", "--out", str(out)]
+    code, stdout, _ = run(capsys, "forget", *argv, "--set", "epochs=1", "--json", "--quiet")
+    assert code == 0
+    receipt = json.loads(stdout)
+    assert receipt["request"]["concept"] == "red circle" and receipt["request"]["modalities"] == ["image", "text"]
+    names = {(m["name"], m["split"]) for m in receipt["metrics"]}
+    assert {
+        ("mean_recall", "unlearn"),
+        ("mean_recall", "test"),
+        ("zs_concept", "unlearn"),
+        ("mia_svc", "unlearn"),
+    } <= names
+    before = {(m["name"], m["split"]) for m in receipt["original_metrics"]}
+    assert before == names
+    code, _, _ = run(capsys, "eval", "--model", str(out), "--quiet")
+    assert code == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--concept", "pink circle"], "no caption of 'shapes-captions/small/train' names the concept 'pink circle'"),
+        (["--concept", "red circle", "--modalities", "image"], "a dual encoder forgets image-caption pairs whole"),
+        (["--concept", "red circle", "--method", "boundary_shrink"], "unlearner 'boundary_shrink' cannot use"),
+        (["--concept", " "], "--concept is empty"),
+    ],
+)
+def test_forget_bad_pair_requests(pairs_model, capsys, tmp_path, extra, message):
+    method = [] if "--method" in extra else ["--method", "finetune"]
+    argv = ["--model", str(pairs_model), *method, "--out", str(tmp_path / "o"), *extra, "--quiet"]
+    code, _, err = run(capsys, "forget", *argv)
+    assert code == 2
+    assert err.strip().startswith(f"error: {message}")
+    assert not (tmp_path / "o").exists()
+
+
 def _walk_options(parser, path=("mmunlearn",)):
     """(command path, option) for every argument of every (sub)command, the subcommand choosers excepted."""
     import argparse

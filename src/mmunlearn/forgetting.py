@@ -26,9 +26,11 @@ class RequestSpec:
     Attributes:
         fraction: a seeded random share of the training samples.
         ids_file: a text file with one sample id per line.
-        identities: identity group names (fonts, writers, voices).
+        identities: group names (fonts, writers, voices; the emoji of emoji-captions).
         label: one class.
-        modalities: what to forget of them (``("all",)``: every modality of the training set).
+        concept: every image-caption pair whose caption names this concept.
+        modalities: what to forget of them (``("all",)``: every modality of the training set; None: the
+            images of a classifier's samples, both modalities of image-caption pairs).
         reason: recorded in the receipt.
         seed: seed of the random selection.
     """
@@ -37,7 +39,8 @@ class RequestSpec:
     ids_file: str | None = None
     identities: tuple[str, ...] = ()
     label: int | None = None
-    modalities: tuple[str, ...] = ("image",)
+    concept: str | None = None
+    modalities: tuple[str, ...] | None = None
     reason: str = ""
     seed: int = 0
 
@@ -49,15 +52,23 @@ class RequestSpec:
             raise DataError(f"--request-seed must be >= 0, got {self.seed}")
         if self.label is not None and self.label < 0:
             raise DataError(f"--forget-class must be >= 0, got {self.label}")
+        if self.concept is not None and not self.concept.strip():
+            raise DataError("--concept is empty: name a concept, e.g. 'red circle'")
         if self.ids_file is not None:
             read_ids(Path(self.ids_file))
 
     def build(self, train: MultimodalDataset) -> ForgetRequest:
         """Resolve the spec against a training set."""
-        chosen = [self.fraction is not None, self.ids_file is not None, bool(self.identities), self.label is not None]
-        if sum(chosen) != 1:
-            raise DataError("give exactly one of --forget-fraction, --forget-ids, --forget-identity, --forget-class")
-        mods = tuple(train.modalities) if self.modalities == ("all",) else self.modalities
+        selectors = (self.fraction, self.ids_file, self.identities or None, self.label, self.concept)
+        if sum(s is not None for s in selectors) != 1:
+            raise DataError(
+                "give exactly one of --forget-fraction, --forget-ids, --forget-identity/--group, --forget-class, "
+                "--concept"
+            )
+        mods = default_modalities(train) if self.modalities is None else self.modalities
+        mods = tuple(train.modalities) if mods == ("all",) else mods
+        if self.concept is not None:
+            return ForgetRequest.concept_pairs(train, self.concept, mods, self.reason)
         if self.fraction is not None:
             return ForgetRequest.random_fraction(train, self.fraction, self.seed, mods, self.reason)
         if self.identities:
@@ -65,6 +76,12 @@ class RequestSpec:
         if self.label is not None:
             return ForgetRequest.one_class(train, self.label, mods, self.reason)
         return ForgetRequest(tuple(read_ids(Path(self.ids_file or ""))), frozenset(mods), self.reason)
+
+
+def default_modalities(train: MultimodalDataset) -> tuple[str, ...]:
+    """What a request forgets when it does not say: a classifier's images (visual unlearning), or both
+    modalities of image-caption pairs (the association itself)."""
+    return tuple(train.modalities) if train.captions is not None else ("image",)
 
 
 def read_ids(path: Path) -> list[str]:

@@ -18,9 +18,12 @@ from typing import Any
 from .checkpoint import save_checkpoint, state_sha256
 from .data import ForgetRequest, MultimodalDataset
 from .data.core import data_fingerprint
+from .errors import DataError
 from .fileio import json_bytes
 from .metrics.scenario_a import DEFAULT_RELEARN, RelearnConfig, ScenarioAData, scenario_a_metrics
+from .metrics.scenario_c import ScenarioCData, scenario_c_metrics
 from .models import MultimodalModel
+from .models.protocols import Classifier, DualEncoderModel, require
 from .receipts import METRICS, RECEIPT, save_run, sign_receipt
 from .results import MetricResult
 from .tensorio import tensors_to_bytes
@@ -56,9 +59,13 @@ def request_metrics(
     test: MultimodalDataset | None,
     relearn: RelearnConfig = DEFAULT_RELEARN,
 ) -> list[MetricResult]:
-    """The scenario metrics of ``model`` on a request's data (empty without a test split)."""
+    """The metrics of ``model`` on a request's data: scenario A's for a classifier, scenario C's for a
+    dual encoder (empty without a test split)."""
     if test is None or data.retain is None:
         return []
+    if require(model, (Classifier, DualEncoderModel), "the forgetting metrics") is DualEncoderModel:
+        pairs = ScenarioCData(data.unlearn, data.retain, test, data.validation, data.concept)
+        return scenario_c_metrics(model, original, pairs, relearn)
     scenario = ScenarioAData(data.unlearn, data.retain, test, data.validation, data.forget_modality)
     return scenario_a_metrics(model, original, scenario, relearn)
 
@@ -102,6 +109,11 @@ def run_request(
     """
     started = time.perf_counter()
     request.validate(train, getattr(model, "modalities", None))
+    if isinstance(model, DualEncoderModel) and not request.is_full_deletion(train):
+        raise DataError(
+            f"a dual encoder forgets image-caption pairs whole: the request forgets only "
+            f"{'+'.join(sorted(request.modalities))}; forget {'+'.join(train.modalities)} (the default)"
+        )
     data = UnlearnData.from_request(request, train, validation)
     unlearner.validate(model, data)
     t0 = time.perf_counter()

@@ -19,11 +19,11 @@ def protect(**grid):
     return {"name": "t", "grids": [{"scenario": "protect", "dataset": "shapes-captions", **grid}]}
 
 
-@pytest.mark.parametrize("name", ["quick", "full"])
+@pytest.mark.parametrize("name", ["quick", "full", "scenario_c_small"])
 def test_shipped_configs_parse(name):
     config = load_config(CONFIGS / f"{name}.yaml")
     assert config.name == name
-    assert {type(g) for g in config.grids} == {UnlearnGrid, ProtectGrid}
+    assert {type(g) for g in config.grids} <= {UnlearnGrid, ProtectGrid}
     keys = [c.key for c in bench_cells(config)]
     assert len(keys) == len(set(keys)) > 0
 
@@ -66,7 +66,10 @@ def test_cell_keys_are_stable_and_change_with_the_settings_only():
         (protect(victims=[{"defense": "jpeg"}]), "unknown key(s) ['defense'] in a victim", "defence"),
         (protect(victims=[{"defence": "sharpen"}]), "unknown defence 'sharpen'", "jpeg10"),
         (protect(overrides={"mem": {"epsilon": 2.0}}), "epsilon", "(0, 1]"),
-        (unlearn(dataset="shapes-captions"), "has no audio modality", "av-digits"),
+        (unlearn(dataset="shapes-captions", requests=["identity"]), "unknown requests on shapes-captions", "concept"),
+        (unlearn(requests=["concept"]), "unknown requests on av-digits ['concept']", "identity"),
+        (unlearn(dataset="shapes-captions", methods=["boundary_shrink"]), "cannot edit the dual-encoder", "cliperase"),
+        (unlearn(methods=["cliperase"]), "cannot edit the classifier of av-digits", "boundary_shrink"),
         (protect(dataset="av-digits"), "has no text modality", "shapes-captions"),
         (unlearn(seeds=["0"]), "seeds must be a non-empty list of ints", "'0'"),
         (unlearn(size="huge"), "size must be one of", "small"),
@@ -84,6 +87,13 @@ def test_bad_configs_are_clear_errors(raw, message, listed):
         parse_config(raw)
     assert message in str(e.value)
     assert listed in str(e.value)
+
+
+def test_caption_grids_take_pair_requests_and_dual_encoder_methods():
+    raw = unlearn(dataset="emoji-captions", requests=["random", "concept", "group"], methods=["ccu", "cliperase"])
+    cells = bench_cells(parse_config(raw))
+    assert {c.request for c in cells} == {"random", "concept", "group"}
+    assert {c.label for c in cells} == {"original", "retrain", "ccu", "cliperase"}
 
 
 def test_malformed_yaml_names_the_line(tmp_path):

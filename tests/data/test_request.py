@@ -3,6 +3,7 @@ import torch
 
 from mmunlearn.data import ForgetRequest
 from mmunlearn.errors import DataError, UnknownIdError
+from toy import make_av, make_pairs
 
 
 def test_random_fraction_is_seeded(tiny_av):
@@ -64,3 +65,27 @@ def test_receipt_summary_hashes_ids(tiny_av):
     d = req.to_dict()
     assert d["n_ids"] == 3 and len(d["ids_sha256"]) == 64 and "ids" not in d
     assert ForgetRequest(tuple(reversed(tiny_av.ids[:3]))).ids_sha256() == req.ids_sha256()
+
+
+def test_concept_requests_take_every_pair_naming_the_concept():
+    from mmunlearn.data.concepts import caption_concepts
+
+    data = make_pairs(80)
+    req = ForgetRequest.concept_pairs(data, "  Red   Circle ")
+    # naive reference: the caption mentions "a red circle" as one of its two objects
+    expected = [sid for sid, c in zip(data.ids, data.captions, strict=True) if "a red circle" in c]
+    assert list(req.ids) == expected and req.ids
+    assert req.modalities == {"image", "text"} and req.concept == "red circle"
+    assert req.to_dict()["concept"] == "red circle"
+    assert all("red circle" in cs for cs in (caption_concepts(data)[data.ids.index(i)] for i in req.ids))
+    with pytest.raises(DataError, match="names the concept 'pink circle'; concepts of this dataset include"):
+        ForgetRequest.concept_pairs(data, "pink circle")
+    with pytest.raises(DataError, match="has no captions"):
+        ForgetRequest.concept_pairs(make_av(16), "red circle")
+
+
+def test_phrase_requests_on_captions_without_a_concept_space():
+    data = make_pairs(40)
+    data.name = "my-captions/train"
+    req = ForgetRequest.concept_pairs(data, "circle")
+    assert list(req.ids) == [sid for sid, c in zip(data.ids, data.captions, strict=True) if "circle" in c.split()]

@@ -1,6 +1,7 @@
 """Reports from a real (tiny) results store: files, numbers equal to the aggregation, offline HTML, README block."""
 
 import csv
+import html
 import io
 import json
 import re
@@ -9,7 +10,9 @@ import pytest
 
 from mmunlearn.benchmarking import aggregate, read_records
 from mmunlearn.errors import ConfigError
-from mmunlearn.reporting import README_BEGIN, README_END, write_report
+from mmunlearn.records import latest_by_cell
+from mmunlearn.reporting import PER_SEED, README_BEGIN, README_END, write_report
+from mmunlearn.reporting.tables import headline
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +24,7 @@ def report(tiny_store, tmp_path_factory):
 def test_writes_every_kind_of_file(report):
     files, _ = report
     assert all(files[k].is_file() for k in ("markdown", "csv", "html"))
+    assert (files["html"].parent / PER_SEED).is_file()
     pngs = sorted(p.name for p in files["figures"].iterdir())
     assert pngs and all(p.endswith(".png") for p in pngs)
     kinds = " ".join(pngs)
@@ -59,6 +63,7 @@ def test_html_is_self_contained_and_states_its_environment(report):
     page = files["html"].read_text()
     assert "<title>mmunlearn benchmark report</title>" in page
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched from a network
+    assert set(re.findall(r'href="([^"#][^"]*)"', page)) == {PER_SEED}  # the one file link: next to the page
     assert "<script" not in page
     assert page.count('src="data:image/png;base64,') == len(list(files["figures"].iterdir()))
     for needed in ("torch 2.13", "seeds", "mmunlearn bench bench.yaml", "mmunlearn report results.jsonl --out report"):
@@ -135,3 +140,66 @@ def test_a_failed_cell_is_listed_escaped_and_a_rerun_cell_counts_once(report, tm
     page = files["html"].read_text()
     assert "failed cell unlearn/x@1: ValueError: &lt;b&gt;bad&lt;/b&gt; &amp; worse" in page
     assert f"<td>{len(lines) + 1} from" in page  # every cell plus the failed one: the re-run line counts once
+
+
+def test_per_seed_csv_holds_every_value_of_every_record(report):
+    files, store = report
+    records = [r for r in latest_by_cell(read_records(store, repair=False)).values() if r.extras["status"] == "ok"]
+    lines = list(csv.DictReader(io.StringIO((files["html"].parent / PER_SEED).read_text())))
+    assert list(lines[0]) == ["scenario", "dataset", "size", "request", "method", "seed", "metric", "split", "value"]
+    found = {(x["request"], x["method"], int(x["seed"]), x["metric"], x["split"]): float(x["value"]) for x in lines}
+    for r in records:
+        for m in r.metrics:
+            key = (r.extras["setting"], r.extras["row"], r.seed, m.name, m.split)
+            assert found[key] == pytest.approx(m.value, rel=1e-5, abs=1e-9)
+        assert found[r.extras["setting"], r.extras["row"], r.seed, "seconds", ""] == pytest.approx(r.seconds, rel=1e-5)
+    assert sum(1 for x in lines if x["metric"] == "gap_to_retrain") >= 2 * 4  # every unlearning row, each seed
+
+
+def _sections(page: str) -> list[str]:
+    return re.findall(r"<section.*?</section>", page, re.S)
+
+
+def test_the_page_leads_with_every_headline_and_each_table_with_its_own(report):
+    files, store = report
+    page = files["html"].read_text()
+    tables = aggregate(read_records(store, repair=False))
+    sections = _sections(page)
+    assert "<h2>at a glance</h2>" in sections[0] and "<h2>environment</h2>" in sections[-1]
+    anchors = re.findall(r'<a href="#([^"]+)">', sections[0])
+    for t in tables:
+        (mine,) = [s for s in sections if f"<h2>{html.escape(t.title)}</h2>" in s]
+        anchor = re.match(r'<section id="([^"]+)">', mine)
+        assert anchor and anchor.group(1) in anchors  # linked from the top
+        sentence = re.search(r'<h2>.*?</h2><p class="headline">(.*?)</p>', mine)
+        assert sentence, "the headline comes right after the title"
+        assert html.unescape(sentence.group(1)) in html.unescape(sections[0])  # and at the top
+        assert html.unescape(sentence.group(1)).startswith(headline(t).split(":")[0])
+        assert "<summary>Glossary: what each of the" in mine and "<summary>Per-seed values (" in mine
+
+
+def test_key_columns_are_the_first_headers_of_every_table(report):
+    files, _ = report
+    for section in _sections(files["html"].read_text()):
+        first = re.search(r'<table class="results"><thead><tr>(.*?)</tr>', section)
+        if first is None:
+            continue
+        headers = [html.unescape(h) for h in re.findall(r"<th[^>]*>(.*?)</th>", first.group(1))]
+        keys = re.findall(r'<th class="key"[^>]*>(.*?)</th>', first.group(1))
+        if headers[0] == "method":
+            assert headers[1:4] == ["gap to retrain", "seconds", "share of retrain's time"] and len(keys) == 4
+        else:
+            assert headers[:5] == ["protector", "mean_recall (test)", "protect s", "victim s",
+                                   "protection time / clean victim's"]  # fmt: skip
+
+
+def test_markdown_and_readme_carry_the_headlines(report, tmp_path):
+    files, store = report
+    tables = aggregate(read_records(store, repair=False))
+    text = files["markdown"].read_text()
+    assert all(f"**{headline(t).split(':')[0]}" in text for t in tables)
+    assert "| column " in text and "| meaning " in text  # the glossaries
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_BEGIN}\n{README_END}\n")
+    write_report(store, tmp_path / "r", readme=readme)
+    assert "is closest to retrain" in readme.read_text() and "| method " in readme.read_text()

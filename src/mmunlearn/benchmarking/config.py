@@ -42,27 +42,34 @@ from ..configs import make_config
 from ..data import DATASETS
 from ..data.builder import SIZES
 from ..errors import ConfigError
+from ..models.protocols import KINDS, Classifier, DualEncoderModel
 from ..outputs import read_text_file
 from ..protectors import PROTECTORS
-from ..recipes import recipe_for
-from ..records.scenarios import SCENARIO_A_METRICS as METRIC_NAMES
-from ..records.scenarios import VICTIM_METRICS
+from ..recipes import RECIPES, recipe_for
+from ..records.scenarios import SCENARIO_A_METRICS, SCENARIO_C_METRICS, VICTIM_METRICS
 from ..train import TrainConfig
 from ..unlearn import UNLEARNERS, retrain_config
 from ..victim import VictimConfig
 
-REQUESTS = ("random", "identity")
+REQUESTS = ("random", "identity", "concept", "group")
+"""Request kinds: ``random`` on any dataset, ``identity`` on audio-visual data (two fonts), ``concept``
+and ``group`` on image-caption data (a concept's pairs; an emoji's group)."""
+CAPTION_REQUESTS = ("random", "concept", "group")
+CLASSIFIER_REQUESTS = ("random", "identity")
 
 
 @dataclass(frozen=True)
 class UnlearnGrid:
-    """Scenario A: every method x seed x request on one dataset, next to the original and retrain.
+    """Scenario A (an audio-visual classifier forgets images) or C (a dual encoder forgets image-caption
+    pairs): every method x seed x request on one dataset, next to the original and retrain.
 
     Attributes:
-        dataset: a built-in audio-visual dataset.
+        dataset: a built-in dataset with a training recipe (audio-visual: scenario A; image-caption: C).
         size: ``"small"`` or ``"full"``.
         seeds: seeds of the original model, the request and every method.
-        requests: ``"random"`` (a seeded 10% of the training samples) and/or ``"identity"`` (two fonts).
+        requests: ``"random"`` (a seeded share ``fraction`` of the training samples), ``"identity"`` (two
+            fonts, audio-visual data), ``"concept"`` (the pairs naming one concept) or ``"group"`` (the
+            pairs of one emoji group), the last two on image-caption data.
         methods: `UNLEARNERS` keys (``retrain`` is always run; listing it changes nothing).
         variants: extra rows, label -> ``{"method": key, **config fields}`` (e.g. an ablation).
         overrides: config fields per method key.
@@ -220,12 +227,19 @@ def _size(value: Any) -> str:
 
 
 def _check_method_config(grid: UnlearnGrid, label: str) -> None:
-    """Build a row's config now (type- and range-checked), so that a bad field fails before hours of work."""
+    """Build a row's config now (type- and range-checked), and check that the method can edit the dataset's
+    model kind, so that a bad row fails before hours of work."""
     try:
         key, fields = grid.method_config(label, grid.seeds[0])
-        UNLEARNERS.create(key, **fields)
+        method = UNLEARNERS.create(key, **fields)
     except ConfigError as e:
         raise ConfigError(f"row {label!r}: {e}") from e
+    kind = DualEncoderModel if "text" in _modalities(grid.dataset) else Classifier
+    if kind not in method.requires:
+        usable = [n for n in UNLEARNERS.names() if kind in UNLEARNERS.get(n).requires]
+        raise ConfigError(
+            f"row {label!r}: {key} cannot edit the {KINDS[kind]} of {grid.dataset}; methods that can: {usable}"
+        )
 
 
 def _check_protector_config(key: str, fields: Mapping[str, Any]) -> None:
@@ -261,10 +275,15 @@ def _rows_metrics_overrides(
 def _unlearn_grid(raw: dict[str, Any]) -> UnlearnGrid:
     known = [f.name for f in dataclasses.fields(UnlearnGrid)]
     _check_keys("an unlearn grid", raw, [*known, "scenario"])
-    dataset = _dataset(raw.get("dataset", "av-digits"), "audio", "unlearn")
-    methods, metrics, overrides = _rows_metrics_overrides(raw, "methods", UNLEARNERS.names(), "ccu", METRIC_NAMES)
+    dataset = str(raw.get("dataset", "av-digits"))
+    _check_names("datasets", [dataset], [d for d in DATASETS.names() if d in RECIPES])
+    captions = "text" in _modalities(dataset)
+    metric_names = SCENARIO_C_METRICS if captions else SCENARIO_A_METRICS
+    methods, metrics, overrides = _rows_metrics_overrides(raw, "methods", UNLEARNERS.names(), "ccu", metric_names)
     requests = _tuple(raw.get("requests", ["random"]), "requests", str)
     _check_names("requests", requests, REQUESTS)
+    usable = CAPTION_REQUESTS if captions else CLASSIFIER_REQUESTS
+    _check_names(f"requests on {dataset}", requests, usable)
     variants = {k: _mapping(v, f"variants.{k}") for k, v in _mapping(raw.get("variants"), "variants").items()}
     for label, spec in variants.items():
         if "method" not in spec:

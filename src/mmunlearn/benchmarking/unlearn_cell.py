@@ -1,8 +1,9 @@
-"""Scenario A cells: the original, retrain and every method on one request, with the scenario-A metrics."""
+"""Scenario A and C cells: the original, retrain and every method on one request, with the scenario's metrics."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,10 +13,12 @@ import torch
 
 from ..checkpoint import load_checkpoint, read_manifest
 from ..data import DatasetSplits, ForgetRequest
+from ..data.concepts import caption_concepts
 from ..data.core import MultimodalDataset
+from ..errors import ConfigError
 from ..fileio import atomic_write_json, canonical_json, sha256_bytes
-from ..models import MultimodalClassifier
-from ..models.protocols import Classifier
+from ..models import MultimodalModel
+from ..models.protocols import DualEncoderModel
 from ..pipeline import request_metrics, run_request
 from ..recipes import recipe_for, train_on_dataset
 from ..results import RunRecord
@@ -25,22 +28,46 @@ from ..versions import versions
 from .cells import Cell, keep, resolved
 from .config import UnlearnGrid
 
+TOP = 10
+"""A concept or group request picks, by its seed, one of the ``TOP`` most frequent concepts or groups."""
+
 
 def request_for(kind: str, splits: DatasetSplits, seed: int, fraction: float = 0.1) -> ForgetRequest:
-    """The visual-only request of a bench: a seeded random ``fraction``, or the images of two fonts.
+    """The request of a bench cell.
 
-    The two fonts are chosen by the seed among the printed fonts (the handwritten digits are one
-    group too large to be an identity).
+    On audio-visual data the request is visual-only: a seeded random ``fraction`` of the samples, or the
+    images of two fonts chosen by the seed among the printed fonts (the handwritten digits are one group
+    too large to be an identity). On image-caption data whole pairs are forgotten: a seeded random
+    ``fraction``, the pairs naming a concept, or the pairs of an emoji group, the concept or group being
+    the ``seed % TOP``-th most frequent one (ties by name).
     """
+    train = splits.train
+    pairs = train.captions is not None
+    mods = tuple(train.modalities) if pairs else ("image",)
     if kind == "random":
-        return ForgetRequest.random_fraction(splits.train, fraction, seed)
-    fonts = sorted(set(splits.train.groups["image_identity"]) - {"handwritten-sklearn"})
+        return ForgetRequest.random_fraction(train, fraction, seed, mods)
+    if kind == "concept":
+        counts = Counter(c for cs in caption_concepts(train) for c in set(cs))
+        return ForgetRequest.concept_pairs(train, _frequent(counts, seed))
+    if kind == "group":
+        counts = Counter(train.groups.get("emoji", []))
+        if not counts:
+            raise ConfigError(f"{train.name!r} has no emoji groups: a group request needs emoji-captions")
+        return ForgetRequest.identities(train, [_frequent(counts, seed)], mods)
+    fonts = sorted(set(train.groups["image_identity"]) - {"handwritten-sklearn"})
     start = seed % len(fonts)
-    return ForgetRequest.identities(splits.train, fonts[start : start + 2])
+    return ForgetRequest.identities(train, fonts[start : start + 2])
 
 
-def feature_projection(model: Classifier, data: MultimodalDataset, limit: int = 300) -> dict[str, list[Any]]:
-    """A 2-D PCA of the first ``limit`` image features of ``data`` (for the report's scatter plot).
+def _frequent(counts: Counter[str], seed: int) -> str:
+    """The ``seed % TOP``-th most frequent name (ties broken by name)."""
+    ranked = sorted(counts, key=lambda c: (-counts[c], c))[:TOP]
+    return ranked[seed % len(ranked)]
+
+
+def feature_projection(model: Any, data: MultimodalDataset, limit: int = 300) -> dict[str, list[Any]]:
+    """A 2-D PCA of the first ``limit`` image features (a dual encoder's image embeddings) of ``data``
+    (for the report's scatter plot).
 
     Returns:
         ``{"x": [...], "y": [...], "label": [...]}``, coordinates rounded to 4 decimals.
@@ -48,7 +75,10 @@ def feature_projection(model: Classifier, data: MultimodalDataset, limit: int = 
     idx = torch.arange(min(limit, len(data)))
     batch = data.batch(idx)
     with eval_mode(model), torch.no_grad():
-        feats = model.embed(batch, "image").double()
+        image = (
+            model.encode_image(batch["image"]) if isinstance(model, DualEncoderModel) else model.embed(batch, "image")
+        )
+        feats = image.double()
     centred = feats - feats.mean(0)
     _, _, v = torch.linalg.svd(centred, full_matrices=False)
     xy = centred @ v[:2].T
@@ -63,9 +93,9 @@ class UnlearnCells:
 
     work: Path
     data: Callable[[str, str], DatasetSplits]  # (dataset, size) -> splits, loaded once per bench
-    originals: dict[str, tuple[MultimodalClassifier, float]] = field(default_factory=dict)
+    originals: dict[str, tuple[MultimodalModel, float]] = field(default_factory=dict)
 
-    def original(self, grid: UnlearnGrid, seed: int) -> tuple[MultimodalClassifier, float]:
+    def original(self, grid: UnlearnGrid, seed: int) -> tuple[MultimodalModel, float]:
         """The original model of (dataset, size, seed, recipe overrides) and its training seconds.
 
         The seconds are those of every epoch, however many times the training was killed and resumed.
@@ -83,8 +113,8 @@ class UnlearnCells:
                 # the whole training time, across resumes (from the checkpoint), not only this process's epochs
                 atomic_write_json(timing, {"seconds": result.total_seconds, "resumed_from": result.resumed_from})
             model = load_checkpoint(folder).model  # always from disk: a resumed bench sees the same weights
-            if not isinstance(model, MultimodalClassifier):
-                raise TypeError(f"{folder} does not hold a classifier")
+            if not isinstance(model, MultimodalModel) or model.kind != recipe.model:
+                raise TypeError(f"{folder} does not hold a {recipe.model}")
             self.originals[folder.name] = (model, float(json.loads(timing.read_text())["seconds"]))
         return self.originals[folder.name]
 
@@ -105,5 +135,10 @@ class UnlearnCells:
             result = run_request(model, splits.train, req, unlearner, validation=splits.val, test=splits.test)
             metrics, new, data = result.metrics, result.model, result.data
             config, seconds = resolved(unlearner.config), result.seconds
-        extras = {"request_size": len(data.unlearn), "projection": feature_projection(new, data.unlearn)}
+        extras: dict[str, Any] = {
+            "request_size": len(data.unlearn),
+            "projection": feature_projection(new, data.unlearn),
+        }
+        if req.concept is not None:
+            extras["concept"] = req.concept
         return RunRecord("unlearn", method, config, cell.seed, keep(metrics, grid.metrics), seconds, versions(), extras)

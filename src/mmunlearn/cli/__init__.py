@@ -287,7 +287,8 @@ def forget_spec(args: argparse.Namespace) -> RequestSpec:
         ids_file=args.forget_ids,
         identities=tuple(args.forget_identity or ()),
         label=args.forget_class,
-        modalities=tuple(args.modalities),
+        concept=args.concept,
+        modalities=None if args.modalities is None else tuple(args.modalities),
         reason=args.reason,
         seed=args.request_seed,
     )
@@ -414,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("forget", help="make a trained classifier forget part of its training data")
+    p = sub.add_parser("forget", help="make a trained classifier or dual encoder forget part of its training data")
     p.add_argument("--model", required=True, help="checkpoint folder of the original model")
     p.add_argument("--method", required=True, help=f"unlearning method: {known(UNLEARNERS.names())}")
     sel = p.add_mutually_exclusive_group(required=True)
@@ -428,13 +429,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="GROUP",
         help="identity groups: fonts, writers, voices (`mmunlearn data ids NAME --groups` lists them)",
     )
+    sel.add_argument(
+        "--group",
+        nargs="+",
+        dest="forget_identity",
+        metavar="GROUP",
+        help="groups of an image-caption set: every pair built from one emoji on emoji-captions (same as "
+        "--forget-identity)",
+    )
     sel.add_argument("--forget-class", type=int, help="every sample of one class")
+    sel.add_argument(
+        "--concept", help="every image-caption pair whose caption names this concept, e.g. 'red circle' or 'red apple'"
+    )
     p.add_argument(
         "--modalities",
         nargs="+",
-        default=["image"],
+        default=None,
         metavar="MODALITY",
-        help="modalities to forget: any the model has (image, audio, ...), or 'all' for full deletion (default: image)",
+        help="modalities to forget: any the model has (image, audio, ...), or 'all' for full deletion "
+        "(default: a classifier's images; both modalities of image-caption pairs)",
     )
     p.add_argument("--out", required=True, help="folder for the new checkpoint, metrics and receipt")
     p.add_argument(

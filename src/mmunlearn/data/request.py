@@ -22,11 +22,14 @@ class ForgetRequest:
         modalities: which of their modalities to forget: ``{"image"}`` for visual unlearning, every
             modality of the dataset for full deletion.
         reason: free text recorded in the receipt (e.g. "GDPR art. 17 request #42").
+        concept: the concept whose pairs these are, for a concept request (the metrics then measure
+            whether the model still recognises it).
     """
 
     ids: tuple[str, ...]
     modalities: frozenset[str] = field(default_factory=lambda: frozenset({"image"}))
     reason: str = ""
+    concept: str | None = None
 
     # -- constructors ---------------------------------------------------------------------------
     @classmethod
@@ -71,7 +74,7 @@ class ForgetRequest:
         return cls(ids, frozenset(modalities), reason)
 
     @classmethod
-    def concept(
+    def concept_pairs(
         cls, train: MultimodalDataset, concept: str, modalities: Iterable[str] | None = None, reason: str = ""
     ) -> ForgetRequest:
         """Every pair whose caption names ``concept`` (see `mmunlearn.data.concepts.naming`); by default
@@ -81,7 +84,8 @@ class ForgetRequest:
             DataError: no captions, or no caption names the concept.
         """
         ids = tuple(train.ids[i] for i in naming(train, concept))
-        return cls(ids, frozenset(train.modalities if modalities is None else modalities), reason)
+        mods = frozenset(train.modalities if modalities is None else modalities)
+        return cls(ids, mods, reason, " ".join(concept.lower().split()))
 
     # -- use ------------------------------------------------------------------------------------
     def validate(self, train: MultimodalDataset, model_modalities: Iterable[str] | None = None) -> None:
@@ -133,9 +137,10 @@ class ForgetRequest:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready summary (ids hashed)."""
-        return {
+        out: dict[str, object] = {
             "n_ids": len(self.ids),
             "ids_sha256": self.ids_sha256(),
             "modalities": sorted(self.modalities),
             "reason": self.reason,
         }
+        return out if self.concept is None else {**out, "concept": self.concept}

@@ -1,6 +1,8 @@
 """Reports from a results store: Markdown and CSV tables, PNG plots, one offline HTML page, a README section.
 
-Reports read only `RunRecord`s (through `mmunlearn.benchmarking.read_records`); nothing is recomputed.
+Reports read only `RunRecord`s (through `mmunlearn.benchmarking.read_records`); nothing is recomputed
+beyond the aggregation. Every table opens with a one-sentence headline, then its key columns (gap to
+retrain and costs, or the key victim metric and costs); a glossary and the per-seed values follow it.
 """
 
 from __future__ import annotations
@@ -18,12 +20,30 @@ from ..fileio import atomic_write_bytes, replace_folder, sha256_file, staging_fo
 from ..outputs import check_file, check_folder, describe_found, inspect_folder, read_text_file
 from ..records.aggregate import Table, aggregate
 from ..records.store import latest_by_cell, read_records
+from ..records.summary import SeedValue, mean_of, per_seed_values, reference_label, values_of
 from ..results import RunRecord
 from . import plots
-from .html import Section, page
-from .tables import RANK_NOTE, csv_text, headline_columns, markdown_ranks, markdown_table, rank_rows, table_rows
+from .html import Section, link_html, page, slug, table_html
+from .tables import (
+    csv_text,
+    glossary_rows,
+    headline,
+    headline_columns,
+    is_protect,
+    key_column,
+    key_count,
+    markdown_glossary,
+    markdown_ranks,
+    markdown_table,
+    rank_note,
+    rank_rows,
+    seed_csv_text,
+    seed_rows,
+    table_rows,
+)
 
-REPORT_FILES = ("report.md", "summary.csv", "index.html")
+REPORT_FILES = ("report.md", "summary.csv", "index.html", "per_seed.csv")
+PER_SEED = REPORT_FILES[3]
 FIGURES = "figures"
 README_BEGIN = "<!-- mmunlearn-report:begin -->"
 README_END = "<!-- mmunlearn-report:end -->"
@@ -52,15 +72,20 @@ def environment(records: Sequence[RunRecord], stores: Sequence[Path], command: s
     ]
 
 
-def figures(table: Table, records: Sequence[RunRecord]) -> list[tuple[str, bytes]]:
-    """The figures of one scenario-A table: metric bars, cost vs gap, feature projections (first seed)."""
+def original_gap(table: Table, values: Sequence[SeedValue]) -> float | None:
+    """The original's mean gap to retrain in ``table`` (how far doing nothing is), from the per-seed values."""
+    return mean_of(values_of(values, table), "original", "gap_to_retrain")
+
+
+def figures(table: Table, records: Sequence[RunRecord], values: Sequence[SeedValue] = ()) -> list[tuple[str, bytes]]:
+    """The figures of one unlearning table: metric panels, cost vs gap, feature projections (first seed)."""
     out = [("headline metrics", plots.metric_bars(table, headline_columns(table)))]
-    if table.row("retrain") is not None and any(r.gap for r in table.rows):
-        out.append(("cost vs gap to retrain", plots.time_vs_gap(table)))
+    if table.row(reference_label(table.scenario)) is not None and any(r.gap for r in table.rows):
+        out.append(("cost vs gap to retrain", plots.time_vs_gap(table, original_gap(table, values))))
     mine = [
         r for r in records
-        if r.scenario == "unlearn" and r.extras.get("setting") == table.setting and r.extras.get("dataset") == table.dataset
-        and r.extras.get("size") == table.size and "projection" in r.extras
+        if r.scenario == table.scenario and r.extras.get("setting") == table.setting
+        and r.extras.get("dataset") == table.dataset and r.extras.get("size") == table.size and "projection" in r.extras
     ]  # fmt: skip
     if mine:
         seed = min(r.seed for r in mine)
@@ -69,15 +94,40 @@ def figures(table: Table, records: Sequence[RunRecord]) -> list[tuple[str, bytes
     return out
 
 
-def _table_section(table: Table, records: Sequence[RunRecord]) -> Section:
-    s = Section(table.title)
-    reference = "retrain" if table.scenario == "unlearn" else "clean"
-    s.table(*table_rows(table, table.columns), reference=reference)
+def anchor(n: int, table: Table) -> str:
+    """The page anchor of the ``n``-th table."""
+    return f"t{n}-{slug(table.title)}"
+
+
+def _glossary_html(table: Table) -> str:
+    headers, rows = glossary_rows(table, table.columns)
+    return table_html(headers, rows, css="glossary")
+
+
+def _per_seed_html(table: Table, values: Sequence[SeedValue]) -> str:
+    headers, rows = seed_rows(table, values)
+    note = f"<p>Every value of every record, with the other tables', is in {link_html(PER_SEED, PER_SEED)}.</p>"
+    return note + table_html(
+        headers, rows, reference=reference_label(table.scenario), key=key_count(table, table.columns) + 1
+    )
+
+
+def _table_section(table: Table, records: Sequence[RunRecord], values: Sequence[SeedValue], n: int = 1) -> Section:
+    s = Section(table.title, anchor(n, table))
+    s.text(headline(table, original_gap(table, values)), css="headline")
+    headers, rows = table_rows(table, table.columns)
+    meanings = [e[1] for e in glossary_rows(table, table.columns)[1]]
+    s.table(headers, rows, reference=reference_label(table.scenario), css="results",
+            key=key_count(table, table.columns), titles=["", *map(str, meanings)])  # fmt: skip
+    s.details(f"Glossary: what each of the {len(headers) - 1} columns means, which way is better, and its target",
+              _glossary_html(table))  # fmt: skip
+    s.details(f"Per-seed values ({len(seed_rows(table, values)[1])} rows; also in {PER_SEED})",
+              _per_seed_html(table, values))  # fmt: skip
     if table.ranks:
-        s.heading(RANK_NOTE[table.scenario])
+        s.heading(rank_note(table))
         s.table(*rank_rows(table))
-    if table.scenario == "unlearn":
-        for alt, png in figures(table, records):
+    if not is_protect(table):
+        for alt, png in figures(table, records, values):
             s.image(png, f"{alt}: {table.title}")
     for cell, error in table.failed:
         s.text(f"failed cell {cell}: {error}", css="failed")
@@ -87,39 +137,70 @@ def _table_section(table: Table, records: Sequence[RunRecord]) -> Section:
 def _defence_sections(tables: Sequence[Table]) -> list[Section]:
     by_data: dict[tuple[str, str], list[Table]] = defaultdict(list)
     for t in tables:
-        if t.scenario == "protect":
+        if is_protect(t):
             by_data[t.dataset, t.size].append(t)
     sections = []
     for (dataset, size), group in by_data.items():
-        s = Section(f"protect · {dataset} ({size}) · victim recall against victims and defences")
-        s.image(plots.recall_vs_defence(group), f"recall vs defence on {dataset} {size}")
+        column = key_column(group[0]) or ("i2t_r1", "test")
+        s = Section(
+            f"protect · {dataset} ({size}) · victim recall against victims and defences",
+            slug(f"defence {dataset} {size}"),
+        )
+        s.image(plots.recall_vs_defence(group, column), f"recall vs defence on {dataset} {size}")
         sections.append(s)
     return sections
 
 
-def markdown_report(tables: Sequence[Table], env: Sequence[tuple[str, str]]) -> str:
-    """Every table (all columns) and its ranks, after the environment."""
+def _overview(tables: Sequence[Table], values: Sequence[SeedValue]) -> Section:
+    """The page's first section: every table's headline, linked to the table, and where the rest is."""
+    s = Section("at a glance", "at-a-glance")
+    s.text(
+        "One sentence per table; click a title for the table. In every table the first columns are the ones to "
+        "read: the gap to retrain (0 = behaves like retraining from scratch; lower is better), the seconds and the "
+        "share of retrain's time (protection tables: the victim's key recall and the protection's cost). Hover a "
+        "column header, or open a table's glossary, for what it means."
+    )
+    s.links([(t.title, f"#{anchor(n, t)}", f": {headline(t, original_gap(t, values))}")
+             for n, t in enumerate(tables, 1)], css="glance")  # fmt: skip
+    s.link("Per-seed values of every record: ", PER_SEED, PER_SEED, " (one row per record and metric).")
+    s.link("How the numbers were made (software, machine, seeds, commands): ", "environment", "#environment")
+    return s
+
+
+def markdown_report(
+    tables: Sequence[Table], env: Sequence[tuple[str, str]], gaps: dict[str, float | None] | None = None
+) -> str:
+    """Every table (headline, all columns, glossary) and its ranks, after the environment.
+
+    ``gaps``: table title -> the original's gap to retrain, for the headlines.
+    """
+    gaps = gaps or {}
     lines = [f"# {TITLE}", "", *(f"- **{k}**: {v}" for k, v in env), ""]
+    lines += [f"Per-seed values of every record: `{PER_SEED}`.", ""]
     for t in tables:
-        lines += [f"## {t.title}", "", markdown_table(t), ""]
+        lines += [f"## {t.title}", "", f"**{headline(t, gaps.get(t.title))}**", "", markdown_table(t), ""]
+        lines += ["Glossary:", "", markdown_glossary(t), ""]
         if t.ranks:
-            lines += [f"{RANK_NOTE[t.scenario].capitalize()}:", "", markdown_ranks(t), ""]
+            lines += [f"{rank_note(t).capitalize()}:", "", markdown_ranks(t), ""]
         lines += [f"Failed cell `{cell}`: {err}" for cell, err in t.failed]
     return "\n".join(lines) + "\n"
 
 
-def readme_section(tables: Sequence[Table], command: str | None, report_dir: str) -> str:
-    """The README's generated block: headline columns of every table, and where the full report is."""
+def readme_section(
+    tables: Sequence[Table], command: str | None, report_dir: str, gaps: dict[str, float | None] | None = None
+) -> str:
+    """The README's generated block: every table's headline and headline columns, and where the rest is."""
+    gaps = gaps or {}
     lines = [
         README_BEGIN,
         f"<!-- generated by `{command}`; do not edit by hand -->",
         "",
         f"Generated from the results store(s) by `{command}`; every column, the ranks and the plots are in "
-        f"`{report_dir}/report.md` and `{report_dir}/index.html`.",
+        f"`{report_dir}/report.md` and `{report_dir}/index.html`; the per-seed values in `{report_dir}/{PER_SEED}`.",
         "",
     ]
     for t in tables:
-        lines += [f"**{t.title}**", "", markdown_table(t, headline_columns(t)), ""]
+        lines += [f"**{t.title}**", "", headline(t, gaps.get(t.title)), "", markdown_table(t, headline_columns(t)), ""]
     lines.append(README_END)
     return "\n".join(lines)
 
@@ -180,7 +261,7 @@ def write_report(
     command: str | None = None,
     readme: str | os.PathLike[str] | None = None,
 ) -> dict[str, Path]:
-    """Write ``report.md``, ``summary.csv``, one PNG per figure and ``index.html`` into ``out_dir``.
+    """Write ``report.md``, ``summary.csv``, ``per_seed.csv``, one PNG per figure and ``index.html`` into ``out_dir``.
 
     Args:
         results: a results store written by ``mmunlearn bench``, or several (their records are pooled;
@@ -190,7 +271,8 @@ def write_report(
         readme: a Markdown file whose report block is rewritten with the headline tables.
 
     Returns:
-        Kind -> written path (``markdown``, ``csv``, ``html``, ``figures`` folder, ``readme``).
+        Kind -> written path (``markdown``, ``csv``, ``html``, ``figures`` folder, ``readme``); the per-seed
+        CSV is `PER_SEED` next to the page.
 
     Raises:
         FileNotFoundError: a missing results store.
@@ -205,22 +287,26 @@ def write_report(
         raise ConfigError(f"{', '.join(map(str, stores))} hold(s) no bench records")
     out = Path(out_dir)
     tables = aggregate(records)
+    values = per_seed_values(records)
+    gaps = {t.title: original_gap(t, values) for t in tables}
     env = environment(records, stores, command)
-    sections = [Section("environment")]
-    sections[0].table(["what", "value"], env, css="kv")
-    sections += [_table_section(t, records) for t in tables]
+    sections = [_overview(tables, values)]
+    sections += [_table_section(t, records, values, n) for n, t in enumerate(tables, 1)]
     sections += _defence_sections(tables)
+    sections.append(Section("environment", "environment"))
+    sections[-1].table(["what", "value"], env, css="kv")
     contents = {
-        REPORT_FILES[0]: markdown_report(tables, env).encode(),
+        REPORT_FILES[0]: markdown_report(tables, env, gaps).encode(),
         REPORT_FILES[1]: csv_text(tables).encode(),
         REPORT_FILES[2]: page(TITLE, sections).encode(),
+        PER_SEED: seed_csv_text(values).encode(),
         **_figure_files(sections),
     }
     write_report_folder(out, contents)
     files = {"markdown": out / "report.md", "csv": out / "summary.csv", "html": out / "index.html"}
     files["figures"] = out / FIGURES
     if readme is not None:
-        update_readme(Path(readme), readme_section(tables, command, str(out)))
+        update_readme(Path(readme), readme_section(tables, command, str(out), gaps))
         files["readme"] = Path(readme)
     return files
 
@@ -229,8 +315,7 @@ def _figure_files(sections: Sequence[Section]) -> dict[str, bytes]:
     """Each figure of the page also as a PNG file, ``figures/NN-slug.png``, numbered in page order."""
     out = {}
     for n, (alt, png) in enumerate((img for s in sections for img in s.images), 1):
-        slug = re.sub(r"[^a-z0-9]+", "-", alt.lower()).strip("-")[:80]
-        out[f"{FIGURES}/{n:02d}-{slug}.png"] = png
+        out[f"{FIGURES}/{n:02d}-{slug(alt)[:80]}.png"] = png
     return out
 
 

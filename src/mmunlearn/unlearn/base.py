@@ -96,6 +96,7 @@ class UnlearnData:
         modalities: the modalities to forget.
         retain: R, the training samples the request does not touch (for metrics).
         validation: data of the training distribution the original never trained on.
+        concept: the concept of a concept request (None otherwise).
     """
 
     unlearn: MultimodalDataset
@@ -103,6 +104,7 @@ class UnlearnData:
     modalities: frozenset[str] = frozenset({"image"})
     retain: MultimodalDataset | None = None
     validation: MultimodalDataset | None = None
+    concept: str | None = None
 
     @classmethod
     def from_request(
@@ -115,6 +117,7 @@ class UnlearnData:
             frozenset(request.modalities),
             request.retain_set(train),
             validation,
+            request.concept,
         )
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.svm import SVC
 from torch import Tensor
 
@@ -64,3 +65,68 @@ def loss_threshold_auc(member_losses: Tensor, non_member_losses: Tensor) -> floa
         AUC of members vs non-members with score = -loss; 0.5 means indistinguishable.
     """
     return auc(-member_losses, -non_member_losses)
+
+
+def ks_statistic(a: Tensor, b: Tensor) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic: the largest gap between the empirical CDFs of two samples.
+
+    The same figure as ``scipy.stats.ks_2samp(a, b).statistic`` (ties included).
+
+    Args:
+        a: (N,) values, N >= 1.
+        b: (M,) values, M >= 1.
+
+    Returns:
+        sup_x |F_a(x) - F_b(x)| in [0, 1]; 0 for samples with the same empirical distribution.
+
+    Raises:
+        ValueError: an empty sample.
+    """
+    if len(a) == 0 or len(b) == 0:
+        raise ValueError(f"the KS statistic needs two non-empty samples, got {len(a)} and {len(b)} values")
+    a, b = torch.sort(a.double().flatten()).values, torch.sort(b.double().flatten()).values
+    points = torch.cat([a, b])  # both CDFs are step functions that only jump at these points
+    cdf_a = torch.searchsorted(a, points, right=True).double() / len(a)
+    cdf_b = torch.searchsorted(b, points, right=True).double() / len(b)
+    return float((cdf_a - cdf_b).abs().max())
+
+
+def fixed_negative_infonce(
+    image_emb: Tensor,
+    text_emb: Tensor,
+    negative_image: Tensor,
+    negative_text: Tensor,
+    scale: float,
+    exclude: Tensor | None = None,
+) -> Tensor:
+    """Each pair's symmetric InfoNCE loss against one fixed set of negative pairs (a per-pair MIA score).
+
+    In training, a pair's contrastive loss depends on the rest of its batch; here every pair is scored
+    against the same K negatives, so its loss is a function of the pair alone::
+
+        loss_i = 0.5 * [CE(scale * v_i . [t_i, T_neg], 0) + CE(scale * t_i . [v_i, V_neg], 0)]
+
+    Args:
+        image_emb: (N, D) L2-normalised image embeddings of the pairs (v).
+        text_emb: (N, D) their text embeddings (t).
+        negative_image: (K, D) image embeddings of the negative pairs (V_neg).
+        negative_text: (K, D) their text embeddings (T_neg).
+        scale: the model's logit scale (inverse temperature).
+        exclude: optional (N, K) bool, True where negative k is pair i itself (it is left out of pair
+            i's candidates, so that scoring the pool the negatives came from is not biased).
+
+    Returns:
+        (N,) float64 losses.
+    """
+    v, t = image_emb.double(), text_emb.double()
+    nv, nt = negative_image.double(), negative_text.double()
+    pos = scale * (v * t).sum(1, keepdim=True)
+    i2t = scale * v @ nt.T
+    t2i = scale * t @ nv.T
+    if exclude is not None:
+        i2t = i2t.masked_fill(exclude, float("-inf"))
+        t2i = t2i.masked_fill(exclude, float("-inf"))
+    target = torch.zeros(len(v), dtype=torch.long)
+    loss_i2t = F.cross_entropy(torch.cat([pos, i2t], 1), target, reduction="none")
+    loss_t2i = F.cross_entropy(torch.cat([pos, t2i], 1), target, reduction="none")
+    return 0.5 * (loss_i2t + loss_t2i)

@@ -50,3 +50,62 @@ def retrieval_recalls(image_emb: Tensor, text_emb: Tensor, ks: tuple[int, ...] =
     out.update({f"t2i_r{k}": recall_at_k(sim.T, targets, k) for k in ks})
     out["mean_recall"] = sum(out.values()) / len(out)
     return out
+
+
+def gallery_recalls(
+    image_emb: Tensor,
+    text_emb: Tensor,
+    size: int,
+    distractor_image: Tensor | None = None,
+    distractor_text: Tensor | None = None,
+    ks: tuple[int, ...] = (1, 5, 10),
+) -> dict[str, float]:
+    """`retrieval_recalls` of some query pairs in galleries of a fixed size, so that sets of any size compare.
+
+    The queries (row i of ``image_emb`` and ``text_emb`` is a pair) are cut, in their order, into
+    consecutive chunks of ``size``; a chunk shorter than ``size`` (the only chunk when there are fewer
+    queries than ``size``, else the last one) is padded with the *first* ``size - len(chunk)`` distractor
+    pairs. Each chunk's pairs are queries against the chunk's gallery (its own pairs plus its padding);
+    distractors are candidates only, never queries. The recalls are averaged over queries.
+
+    Args:
+        image_emb: (N, D) image embeddings of the query pairs, N >= 1.
+        text_emb: (N, D) their text embeddings.
+        size: gallery size, >= 1.
+        distractor_image: (M, D) image embeddings of the padding pairs (pairs of other data), in the
+            order they are used.
+        distractor_text: (M, D) their text embeddings.
+        ks: cut-offs.
+
+    Returns:
+        ``{"i2t_r1": ..., "t2i_r1": ..., ..., "mean_recall": mean of all of them}``, as `retrieval_recalls`.
+
+    Raises:
+        ValueError: no queries, ``size < 1``, or fewer distractors than the padding needs.
+    """
+    n = len(image_emb)
+    if n == 0 or size < 1:
+        raise ValueError(f"need at least one query and a gallery size >= 1, got {n} queries and size {size}")
+    pad = (-n) % size
+    d_img = distractor_image if distractor_image is not None else image_emb[:0]
+    d_txt = distractor_text if distractor_text is not None else text_emb[:0]
+    if len(d_img) != len(d_txt):
+        raise ValueError(f"{len(d_img)} distractor images for {len(d_txt)} distractor texts")
+    if len(d_img) < pad:
+        raise ValueError(f"a gallery of {size} needs {pad} distractor pairs, got {len(d_img)}")
+    totals: dict[str, float] = {}
+    for start in range(0, n, size):
+        img, txt = image_emb[start : start + size], text_emb[start : start + size]
+        q = len(img)
+        if q < size:
+            img, txt = torch.cat([img, d_img[: size - q]]), torch.cat([txt, d_txt[: size - q]])
+        sim = img[:q] @ txt.T  # (q, size): the chunk's images against every gallery text
+        sim_t = txt[:q] @ img.T  # the chunk's texts against every gallery image
+        targets = torch.arange(q)
+        for k in ks:
+            totals[f"i2t_r{k}"] = totals.get(f"i2t_r{k}", 0.0) + q * recall_at_k(sim, targets, k)
+        for k in ks:
+            totals[f"t2i_r{k}"] = totals.get(f"t2i_r{k}", 0.0) + q * recall_at_k(sim_t, targets, k)
+    out = {name: total / n for name, total in totals.items()}
+    out["mean_recall"] = sum(out.values()) / len(out)
+    return out
