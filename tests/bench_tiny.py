@@ -1,4 +1,4 @@
-"""A tiny real bench (both scenarios, a few seconds of training) shared by the bench and report tests."""
+"""A tiny real bench (the three scenarios, a few seconds of training) shared by the bench and report tests."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ grids:
     variants: {"ccu -a": {method: ccu, use_a: false}}
     overrides: {finetune: {epochs: 1}, ccu: {epochs: 1}}
     train: {epochs: 2}
+  - scenario: unlearn
+    dataset: shapes-captions
+    size: small
+    seeds: [0]
+    requests: [concept]
+    methods: [finetune]
+    overrides: {finetune: {epochs: 1}}
+    train: {epochs: 1}
   - scenario: protect
     dataset: shapes-captions
     size: small

@@ -15,7 +15,7 @@ from bench_tiny import run_tiny, write_config
 from mmunlearn.benchmarking import ResultStore, aggregate, load_config, parse_config, read_records, run_bench
 from mmunlearn.benchmarking.cells import bench_cells
 from mmunlearn.benchmarking.unlearn_cell import UnlearnCells
-from mmunlearn.metrics.scenario_a import METRIC_NAMES
+from mmunlearn.records import SCENARIO_A_METRICS, SCENARIO_C_METRICS
 
 RESUME_YAML = """\
 name: resume
@@ -61,10 +61,16 @@ def test_every_cell_once_with_its_coordinates(tiny_store):
     assert set(cells.values()) == {1}
     assert all(r.extras["status"] == "ok" and r.extras["command"] == "mmunlearn bench bench.yaml" for r in records)
     unlearn = [r for r in records if r.scenario == "unlearn"]
-    assert {r.extras["row"] for r in unlearn} == {"original", "retrain", "ccu", "finetune", "ccu -a"}
+    av = [r for r in unlearn if r.extras["dataset"] == "av-digits"]
+    pairs = [r for r in unlearn if r.extras["dataset"] == "shapes-captions"]
+    assert {r.extras["row"] for r in av} == {"original", "retrain", "ccu", "finetune", "ccu -a"}
+    assert {r.extras["row"] for r in pairs} == {"original", "retrain", "finetune"}
     assert {r.method for r in unlearn if r.extras["row"] == "ccu -a"} == {"ccu"}
     assert all(len(r.extras["projection"]["x"]) == r.extras["request_size"] for r in unlearn)
-    assert {m.name for r in unlearn for m in r.metrics} == set(METRIC_NAMES)  # the names configs are checked against
+    # the names configs are checked against
+    assert {m.name for r in av for m in r.metrics} == set(SCENARIO_A_METRICS)
+    assert {m.name for r in pairs for m in r.metrics} == set(SCENARIO_C_METRICS)
+    assert {r.extras["concept"] for r in pairs} == {pairs[0].extras["concept"]} and pairs[0].extras["concept"]
     protect = [r for r in records if r.scenario == "protect"]
     assert {(r.extras["row"], r.extras["setting"]) for r in protect} == {
         (p, v) for p in ("clean", "random_noise") for v in ("cnn", "cnn+jpeg10")
@@ -87,7 +93,7 @@ def test_a_changed_default_changes_the_key(monkeypatch):
 
 def test_the_original_and_each_protection_are_made_once(tiny_store):
     work = tiny_store.parent / "work"
-    assert len(list((work / "models").iterdir())) == 2  # one original per seed, shared by 4 rows each
+    assert len(list((work / "models").iterdir())) == 3  # one original per dataset and seed, shared by its rows
     assert len(list((work / "protections").iterdir())) == 2  # clean and random_noise, each met by 2 victims
 
 
