@@ -92,6 +92,21 @@ def test_readme_block_is_replaced_and_nothing_else(report, tmp_path):
     assert readme.read_text() == text  # idempotent
 
 
+def test_named_readme_blocks_are_rewritten_separately(report, tmp_path):
+    _, store = report
+    readme = tmp_path / "README.md"
+    other = "<!-- mmunlearn-report:begin c -->\nold c\n<!-- mmunlearn-report:end c -->"
+    readme.write_text(f"{README_BEGIN}\nold numbers\n{README_END}\n\n{other}\n")
+    write_report(store, tmp_path / "r", readme=readme, readme_block="c")
+    text = readme.read_text()
+    assert text.startswith(f"{README_BEGIN}\nold numbers\n{README_END}\n\n<!-- mmunlearn-report:begin c -->")
+    assert "old c" not in text and text.rstrip().endswith("<!-- mmunlearn-report:end c -->")
+    with pytest.raises(ConfigError, match="no '<!-- mmunlearn-report:begin d -->'"):
+        write_report(store, tmp_path / "r2", readme=readme, readme_block="d")
+    with pytest.raises(ConfigError, match="--readme-block must be"):
+        write_report(store, tmp_path / "r3", readme=readme, readme_block="a b")
+
+
 def test_bad_inputs(report, tmp_path):
     _, store = report
     readme = tmp_path / "README.md"

@@ -84,7 +84,9 @@ def quick_table(table: Table) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    files = write_report(args.results, args.out, command=command_line(args), readme=args.readme)
+    files = write_report(
+        args.results, args.out, command=command_line(args), readme=args.readme, readme_block=args.readme_block
+    )
     if args.json:
         print(json.dumps({k: str(v) for k, v in files.items()}))
     else:
@@ -111,6 +113,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("results", nargs="+", help="results store(s) written by mmunlearn bench (records are pooled)")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--readme", default=None, help="also rewrite the bench section of this Markdown file")
+    p.add_argument(
+        "--readme-block",
+        default="",
+        metavar="NAME",
+        help="rewrite the block between '<!-- mmunlearn-report:begin NAME -->' and '<!-- mmunlearn-report:end "
+        "NAME -->' (default: the unnamed block)",
+    )
     p.add_argument("--quiet", action="store_true", help="no info logs")
     p.add_argument("--json", action="store_true", help="print the written files as JSON")
     p.set_defaults(func=cmd_report)
