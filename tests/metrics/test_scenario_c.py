@@ -41,20 +41,24 @@ RETAIN_GALLERY, MEMBERS, NON_MEMBERS, NEGATIVE_PAIRS, PAD_VAL, PAD_TEST, ZS_RETA
 
 
 # -- naive references ---------------------------------------------------------------------------------
-def naive_gallery_recalls(qi, qt, size, di=None, dt=None):
-    """Chunk, pad, and rank every query by counting; ties count against the query."""
+def naive_gallery_recalls(qi, qt, size, di=None, dt=None, qk=None, dk=None):
+    """Chunk, pad, and rank every query by counting; ties count against the query. With keys, every
+    candidate with the query's key is a true one and the best of them is ranked among the others."""
+    qk = list(range(len(qi))) if qk is None else list(qk)
     qi, qt = qi.tolist(), qt.tolist()
     di, dt = (di.tolist(), dt.tolist()) if di is not None else ([], [])
+    dk = [f"d{i}" for i in range(len(di))] if dk is None else list(dk)
     hits = {f"{d}_r{k}": 0 for d in ("i2t", "t2i") for k in KS}
     for start in range(0, len(qi), size):
-        gi, gt = qi[start : start + size], qt[start : start + size]
+        gi, gt, gk = qi[start : start + size], qt[start : start + size], qk[start : start + size]
         m = len(gi)
-        gi, gt = gi + di[: size - m], gt + dt[: size - m]
+        gi, gt, gk = gi + di[: size - m], gt + dt[: size - m], gk + dk[: size - m]
         assert len(gi) == size
         for q in range(m):
             for direction, query, gallery in (("i2t", gi[q], gt), ("t2i", gt[q], gi)):
                 s = [float(np.dot(np.float32(query), np.float32(c))) for c in gallery]
-                rank = sum(1 for c in range(size) if c != q and s[c] >= s[q])
+                best = max(s[c] for c in range(size) if gk[c] == gk[q])
+                rank = sum(1 for c in range(size) if gk[c] != gk[q] and s[c] >= best)
                 for k in KS:
                     hits[f"{direction}_r{k}"] += rank < k
     out = {n: h / len(qi) for n, h in hits.items()}
@@ -90,6 +94,11 @@ def embed(model, data):
         return model.encode_image(data.inputs["image"]), model.encode_text(data.inputs["text"])
 
 
+def caps(data, idx=None):
+    """The captions of ``data`` (at positions ``idx``): the naive key of a pair."""
+    return list(data.captions) if idx is None else [data.captions[i] for i in idx.tolist()]
+
+
 def values(results):
     return {(r.name, r.split): r.value for r in results}
 
@@ -123,6 +132,11 @@ def test_gallery_recalls_match_naive(n, size, seed):
     got = gallery_recalls(qi, qt, size, di, dt)
     want = naive_gallery_recalls(qi, qt, size, di, dt)
     assert list(got) == list(want)
+    assert got == pytest.approx(want, abs=1e-12)
+    # shared captions: keys drawn from a few values, shared between queries and distractors
+    qk, dk = torch.randint(0, 4, (n,), generator=g), torch.randint(0, 4, (size,), generator=g)
+    got = gallery_recalls(qi, qt, size, di, dt, query_keys=qk, distractor_keys=dk)
+    want = naive_gallery_recalls(qi, qt, size, di, dt, qk.tolist(), dk.tolist())
     assert got == pytest.approx(want, abs=1e-12)
 
 
@@ -220,13 +234,15 @@ def test_recalls_match_naive_galleries(suite):
     u, r, val, test = (embed(model, x) for x in (d.unlearn, d.retain, d.validation, d.test))
     pv, pt = shuffled(len(d.validation), PAD_VAL), shuffled(g, PAD_TEST)
     pad = torch.cat([val[0][pv], test[0][pt]]), torch.cat([val[1][pv], test[1][pt]])
+    pad_keys = caps(d.validation, pv) + caps(d.test, pt)
     rs = draw(len(d.retain), g, RETAIN_GALLERY)
     assert len(rs) == g and len(set(rs.tolist())) == g
+    assert len(set(caps(d.unlearn) + pad_keys)) < len(caps(d.unlearn) + pad_keys)  # shared captions exist
     cases = {
-        "unlearn": naive_gallery_recalls(*u, g, *pad),
-        "retain": naive_gallery_recalls(r[0][rs], r[1][rs], g, *pad),
-        "val": naive_gallery_recalls(*val, g, test[0][pt], test[1][pt]),
-        "test": naive_gallery_recalls(*test, g),
+        "unlearn": naive_gallery_recalls(*u, g, *pad, caps(d.unlearn), pad_keys),
+        "retain": naive_gallery_recalls(r[0][rs], r[1][rs], g, *pad, caps(d.retain, rs), pad_keys),
+        "val": naive_gallery_recalls(*val, g, test[0][pt], test[1][pt], caps(d.validation), caps(d.test, pt)),
+        "test": naive_gallery_recalls(*test, g, qk=caps(d.test)),
     }
     for split, want in cases.items():
         for name, value in want.items():
@@ -345,7 +361,8 @@ def test_relearn_matches_a_naive_attack(suite):
     val, test = embed(attacker, d.validation), embed(attacker, d.test)
     pv, pt = shuffled(len(d.validation), PAD_VAL), shuffled(g, PAD_TEST)
     pad = torch.cat([val[0][pv], test[0][pt]]), torch.cat([val[1][pv], test[1][pt]])
-    want = naive_gallery_recalls(*embed(attacker, rest), g, *pad)["mean_recall"]
+    pad_keys = caps(d.validation, pv) + caps(d.test, pt)
+    want = naive_gallery_recalls(*embed(attacker, rest), g, *pad, caps(rest), pad_keys)["mean_recall"]
     (got,) = relearn(model, d, config)
     assert (got.name, got.split, got.higher_is_better) == ("relearn_mean_recall", "unlearn", None)
     assert got.value == pytest.approx(want, abs=1e-9)
@@ -364,7 +381,7 @@ def test_without_validation_the_test_split_stands_in():
     ks = ks_2samp((u[0] * u[1]).sum(1).numpy(), (test[0] * test[1]).sum(1).numpy()).statistic
     assert values(results)[("pair_sim_ks", "unlearn")] == pytest.approx(ks, abs=1e-6)
     pt = shuffled(len(d.test), PAD_TEST)  # U's galleries are padded with test pairs
-    want = naive_gallery_recalls(*u, len(d.test), test[0][pt], test[1][pt])
+    want = naive_gallery_recalls(*u, len(d.test), test[0][pt], test[1][pt], caps(d.unlearn), caps(d.test, pt))
     assert values(results)[("mean_recall", "unlearn")] == pytest.approx(want["mean_recall"], abs=1e-9)
     # the MIA negatives come from the test split; a test pair is scored without its own copy
     losses = pair_losses(EmbeddingCache(model), d, d.test)

@@ -8,7 +8,9 @@ have ``higher_is_better=None`` because their target is the retrained model's val
 Retrieval figures depend on the gallery size, so every split is measured in galleries of the test
 split's size G (see `gallery_recalls`); the padding pairs, the retain samples and the MIA negatives are
 fixed, seeded draws (`SEED`) that depend only on the sizes of the sets, so every model of a request is
-measured on the same ones.
+measured on the same ones. A candidate whose caption text is the query pair's (`caption_keys`) counts
+as a true one: shapes-captions draws its training scenes with replacement, so U and the padding can
+hold two images with one caption, and retrieving the other one is no miss.
 """
 
 from __future__ import annotations
@@ -139,9 +141,32 @@ def _validation(d: ScenarioCData) -> MultimodalDataset | None:
     return d.validation if d.validation is not None and len(d.validation) else None
 
 
-def padding_pairs(
-    model: DualEncoderModel | EmbeddingCache, d: ScenarioCData, validation: bool = True
-) -> tuple[Tensor, Tensor]:
+Pairs = tuple[Tensor, Tensor, Tensor]
+"""Image embeddings, text embeddings and caption keys of some pairs (see `caption_keys`)."""
+
+
+def caption_keys(dataset: MultimodalDataset) -> Tensor:
+    """(N,) int64: one key per distinct caption (token id row), so that pairs sharing a caption text are
+    interchangeable in retrieval (shapes-captions repeats scenes across pairs and splits)."""
+    return torch.tensor([hash(tuple(row)) for row in dataset.inputs["text"].tolist()], dtype=torch.int64)
+
+
+def pairs_of(cache: EmbeddingCache, dataset: MultimodalDataset, idx: Tensor | None = None) -> Pairs:
+    """`Pairs` of ``dataset`` (of its positions ``idx`` when given)."""
+    img, txt = cache(dataset)
+    keys = caption_keys(dataset)
+    return (img, txt, keys) if idx is None else (img[idx], txt[idx], keys[idx])
+
+
+def gallery(queries: Pairs, size: int, pool: Pairs | None = None) -> dict[str, float]:
+    """`gallery_recalls` of ``queries`` in galleries of ``size`` padded from ``pool``; a candidate with the
+    query's caption text counts as a true one."""
+    if pool is None:
+        return gallery_recalls(queries[0], queries[1], size, query_keys=queries[2])
+    return gallery_recalls(*queries[:2], size, *pool[:2], query_keys=queries[2], distractor_keys=pool[2])
+
+
+def padding_pairs(model: DualEncoderModel | EmbeddingCache, d: ScenarioCData, validation: bool = True) -> Pairs:
     """The distractor pairs that pad a gallery, in the order they are used.
 
     The validation split's pairs in a fixed shuffled order, then the test split's (so validation pairs are
@@ -151,13 +176,9 @@ def padding_pairs(
     cache = _cached(model)
     val = _validation(d)
     parts = ([(val, _PAD_VAL)] if validation and val is not None else []) + [(d.test, _PAD_TEST)]
-    imgs, txts = [], []
-    for ds, stream in parts:
-        img, txt = cache(ds)
-        order = shuffled(len(ds), stream)
-        imgs.append(img[order])
-        txts.append(txt[order])
-    return torch.cat(imgs), torch.cat(txts)
+    chosen = [pairs_of(cache, ds, shuffled(len(ds), stream)) for ds, stream in parts]
+    img, txt, keys = zip(*chosen, strict=True)
+    return torch.cat(img), torch.cat(txt), torch.cat(keys)
 
 
 def _recall_chances(recalls: dict[str, float], size: int) -> dict[str, float]:
@@ -184,15 +205,14 @@ def retrieval(model: DualEncoderModel | EmbeddingCache, d: ScenarioCData) -> lis
     cache = _cached(model)
     g = len(d.test)
     pool = padding_pairs(cache, d)
-    out = _recall_results(gallery_recalls(*cache(d.unlearn), g, *pool), "unlearn", g, None)
-    r_img, r_txt = cache(d.retain)
+    out = _recall_results(gallery(pairs_of(cache, d.unlearn), g, pool), "unlearn", g, None)
     idx = draw(len(d.retain), g, _RETAIN_GALLERY)
-    out += _recall_results(gallery_recalls(r_img[idx], r_txt[idx], g, *pool), "retain", g, True)
+    out += _recall_results(gallery(pairs_of(cache, d.retain, idx), g, pool), "retain", g, True)
     val = _validation(d)
     if val is not None:
         val_pool = padding_pairs(cache, d, validation=False)
-        out += _recall_results(gallery_recalls(*cache(val), g, *val_pool), "val", g, True)
-    out += _recall_results(gallery_recalls(*cache(d.test), g), "test", g, True)
+        out += _recall_results(gallery(pairs_of(cache, val), g, val_pool), "val", g, True)
+    out += _recall_results(gallery(pairs_of(cache, d.test), g), "test", g, True)
     return out
 
 
@@ -390,7 +410,7 @@ def relearn(model: DualEncoderModel, d: ScenarioCData, config: RelearnConfig | N
             optimizer_step(attacker, opt, attacker.loss(to_device(part.batch(idx), device)), None)
     cache = EmbeddingCache(attacker)
     g = len(d.test)
-    recalls = gallery_recalls(*cache(rest), g, *padding_pairs(cache, d))
+    recalls = gallery(pairs_of(cache, rest), g, padding_pairs(cache, d))
     chance = _recall_chances(recalls, g)["mean_recall"]
     return [MetricResult("relearn_mean_recall", "unlearn", recalls["mean_recall"], None, chance)]
 

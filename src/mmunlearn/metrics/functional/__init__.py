@@ -10,7 +10,7 @@ from .privacy import (
     true_label_confidence,
 )
 from .representation import linear_cka
-from .retrieval import chance_recall, gallery_recalls, recall_at_k, retrieval_recalls
+from .retrieval import chance_recall, gallery_recalls, recall_at_k, recall_at_k_positives, retrieval_recalls
 
 __all__ = [
     "accuracy",
@@ -22,6 +22,7 @@ __all__ = [
     "linear_cka",
     "loss_threshold_auc",
     "recall_at_k",
+    "recall_at_k_positives",
     "retrieval_recalls",
     "svc_mia_efficacy",
     "true_label_confidence",
