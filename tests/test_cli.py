@@ -26,9 +26,11 @@ def test_list_json(capsys):
     assert methods["ccu"] == {
         "family": "unlearner",
         "stage": "training-time",
-        "model_kinds": ["classifier"],
+        "model_kinds": ["classifier", "dual-encoder"],
         "paper": methods["ccu"]["paper"],
     }
+    assert methods["cliperase"]["model_kinds"] == ["dual-encoder"]
+    assert methods["boundary_shrink"]["model_kinds"] == ["classifier"]
     assert methods["mem"]["model_kinds"] == ["dual-encoder"] and methods["mem"]["stage"] == "data-side"
     assert set(methods) == set(regs["unlearners"]) | set(regs["protectors"])
     code, out, _ = run(capsys, "list")

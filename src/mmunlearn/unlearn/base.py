@@ -50,7 +50,7 @@ from ..configs import config_defaults, make_config
 from ..data.core import MultimodalDataset, data_fingerprint
 from ..data.request import ForgetRequest
 from ..errors import ConfigError, DataError, DivergenceError
-from ..models.protocols import Classifier, require
+from ..models.protocols import Classifier, DualEncoderModel, require
 from ..optim import (
     OptimConfig,
     batch_finite,
@@ -239,9 +239,10 @@ class Unlearner(Generic[C, S]):
         kind = require(model, self.requires, f"unlearner {self.name!r}")
         if len(data.unlearn) == 0:
             raise DataError("the unlearn set is empty: nothing to forget")
-        lacking = sorted(data.modalities - set(getattr(model, "modalities", ())))
+        has = ("image", "text") if kind is DualEncoderModel else tuple(getattr(model, "modalities", ()))
+        lacking = sorted(data.modalities - set(has))
         if lacking:
-            raise DataError(f"cannot forget modality {lacking}: the model has {list(model.modalities)}")
+            raise DataError(f"cannot forget modality {lacking}: the model has {list(has)}")
         if self.requires_retain and len(data.gold_standard) == 0:
             raise DataError(f"{self.name} needs data to keep, but the gold-standard set is empty")
         return kind
