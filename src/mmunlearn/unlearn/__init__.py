@@ -3,6 +3,7 @@
 from . import (  # noqa: F401  (importing registers the methods)
     boundary_shrink,
     ccu,
+    cliperase,
     finetune,
     grad_ascent,
     l1_sparse,

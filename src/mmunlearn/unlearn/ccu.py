@@ -13,28 +13,48 @@ Three parts on top of the model's own objective on retained data:
 Forgetting stops at the level of unseen data, not at zero: at every epoch the image-only losses of U
 are matched quantile by quantile against those of the validation split (never trained on by the
 original), and (a) acts only on samples whose loss is still below their matched validation quantile.
+
+A dual encoder forgets whole pairs with the same parts carried over (terms in `ccu_pairs`; docs/methods/
+ccu.md, "Dual encoders"): (a) each forget image is contrasted against its own caption (the negative) and
+towards the retained captions it resembles most, each forget caption likewise; (b) the retain batch's
+retrieval distributions follow the original's; (c) the retained pairs' contrastive loss counts the forget
+embeddings as negatives; and the calibration matches U's true-pair cosines quantile by quantile against
+the validation split's, (a) acting only on pairs still above their match. It runs at ``pairs_lr``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..models.protocols import Classifier
+from ..models.protocols import Classifier, DualEncoderModel
 from ..runtime import Batch, eval_mode
+from ..train import WorkFolder
 from .base import UNLEARNERS, Run, Step, UnlearnConfig, Unlearner, present_only
+from .ccu_pairs import (
+    complete_pairs,
+    info_nce,
+    pair_calibration_gate,
+    pair_inverse_contrastive,
+    retrieval_kl,
+    true_pair_cosines,
+)
+from .objectives import MODEL_KINDS
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class CCUConfig(UnlearnConfig):
-    """Defaults chosen on the validation split, never on test: ``benchmarks/tune_ccu.py`` (see docs/methods/ccu.md).
+    """Defaults chosen on the validation split, never on test: ``benchmarks/tune_ccu.py`` for a classifier,
+    ``benchmarks/tune_ccu_pairs.py`` for a dual encoder's ``pairs_lr`` (see docs/methods/ccu.md).
 
     Attributes:
         lambda_a: weight of the inverse contrastive forgetting term (a).
@@ -42,7 +62,12 @@ class CCUConfig(UnlearnConfig):
         lambda_c: weight of the dual-set separation term (c).
         temperature: contrastive temperature tau.
         use_a, use_b, use_c: ablation switches of the three terms.
-        calibrate: gate (a) by quantile matching against the validation split's image-only losses.
+        calibrate: gate (a) by quantile matching against the validation split's image-only losses (a dual
+            encoder: true-pair cosines).
+        pairs_lr: the learning rate for a dual encoder, in place of ``lr`` (which stays the classifier's):
+            ``benchmarks/tune_ccu_pairs.py`` found lr 3e-4 too coarse for the few steps a small U gives.
+        nearest_positives: dual encoder only: weight (a)'s positives by the anchor's own retrieval
+            distribution over the retained keys (False: uniform weights).
     """
 
     epochs: int = 2
@@ -55,6 +80,8 @@ class CCUConfig(UnlearnConfig):
     use_b: bool = True
     use_c: bool = True
     calibrate: bool = True
+    pairs_lr: float = 1e-4
+    nearest_positives: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -62,6 +89,8 @@ class CCUConfig(UnlearnConfig):
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         if min(self.lambda_a, self.lambda_b, self.lambda_c) < 0:
             raise ConfigError("the lambda weights must be >= 0")
+        if self.pairs_lr <= 0:
+            raise ConfigError(f"pairs_lr must be > 0, got {self.pairs_lr}")
 
 
 def inverse_contrastive(anchors: Tensor, anchor_y: Tensor, keys: Tensor, key_y: Tensor, tau: float) -> Tensor:
@@ -145,22 +174,42 @@ class CCUState:
 
 @UNLEARNERS.register("ccu")
 class CCU(Unlearner[CCUConfig, CCUState]):
-    """Cross-modal contrastive unlearning of the visual features of U."""
+    """Cross-modal contrastive unlearning of the visual features of U (classifier), or of U's pairs (dual encoder)."""
 
     name = "ccu"
     paper = "Cross-modal Contrastive Unlearning (arXiv 2509.23895); project formulation in docs/methods/ccu.md"
+    requires = MODEL_KINDS
     requires_original = True
     Config = CCUConfig
 
-    def prepare(self, model: Classifier, run: Run[CCUState]) -> CCUState:
+    def prepare(self, model: Any, run: Run[CCUState]) -> CCUState:
         if self.config.calibrate and run.data.validation is None:
             log.warning("ccu: no validation split given; forgetting is not calibrated to unseen data")
+        if run.kind is DualEncoderModel:
+            return CCUState(())
         return CCUState(tuple(m for m in model.modalities if m not in run.data.modalities))
 
-    def on_epoch_start(self, model: Classifier, run: Run[CCUState], epoch: int) -> None:
-        """Re-match U's losses against the validation split with the model as it is now."""
+    def run(self, model: Any, run: Run[CCUState], work: WorkFolder | None = None) -> None:
+        """The shared loop; a dual encoder's runs at ``pairs_lr`` instead of ``lr``."""
+        if run.kind is not DualEncoderModel:
+            return super().run(model, run, work)
+        config = self.config
+        self.config = dataclasses.replace(config, lr=config.pairs_lr)
+        try:
+            super().run(model, run, work)
+        finally:
+            self.config = config
+
+    def on_epoch_start(self, model: Any, run: Run[CCUState], epoch: int) -> None:
+        """Re-match U's losses (a dual encoder: true-pair cosines) against the validation split's with the
+        model as it is now."""
         val = run.data.validation
         if val is None or not self.config.calibrate:
+            return
+        if run.kind is DualEncoderModel:
+            run.state.targets = calibration_targets(
+                true_pair_cosines(model, run.data.unlearn), true_pair_cosines(model, val)
+            )
             return
         u_loss = self._forget_losses(model, run, run.data.unlearn.full_batch())
         run.state.targets = calibration_targets(u_loss, self._forget_losses(model, run, val.full_batch()))
@@ -170,9 +219,11 @@ class CCU(Unlearner[CCUConfig, CCUState]):
         with eval_mode(model):
             return F.cross_entropy(model(run.forget_view(batch)), batch["label"], reduction="none")
 
-    def loss(self, model: Classifier, run: Run[CCUState], step: Step) -> Tensor:
+    def loss(self, model: Any, run: Run[CCUState], step: Step) -> Tensor:
         c, u, r = self.config, step.unlearn, step.retain
         assert u is not None and r is not None
+        if run.kind is DualEncoderModel:
+            return self._pairs_loss(model, run, u, complete_pairs(r))
         # Each encoder runs once per batch; every term below reuses these features.
         fu = {m: model.embed(u, m) for m in model.modalities}
         fr = {m: model.embed(r, m) for m in model.modalities}
@@ -189,6 +240,30 @@ class CCU(Unlearner[CCUConfig, CCUState]):
                 total = total + c.lambda_c * separation(zr, yr, zu.detach(), c.temperature)
         if c.use_b and c.lambda_b > 0:
             total = total + c.lambda_b * self._retention(model, run, u, r, fu, fr)
+        return total
+
+    def _pairs_loss(self, model: DualEncoderModel, run: Run[CCUState], u: Batch, r: Batch) -> Tensor:
+        """The dual-encoder objective: InfoNCE on the retained pairs + (a) gated + (b) + (c) (docs/methods/ccu.md)."""
+        c = self.config
+        vu, tu = model.encode_image(u["image"]), model.encode_text(u["text"])
+        vr, tr = model.encode_image(r["image"]), model.encode_text(r["text"])
+        scale = model.logit_scale()
+        total = info_nce(vr, tr, scale)
+        if c.use_a and c.lambda_a > 0:
+            weights = scale.detach() if c.nearest_positives else None
+            per = pair_inverse_contrastive(vu, tu, tr.detach(), vr.detach(), c.temperature, weights)
+            gate = torch.ones_like(per)
+            if run.state.targets is not None:
+                cos = (vu * tu).sum(1).detach()
+                gate = pair_calibration_gate(cos, run.state.targets.to(cos.device)[u["index"]])
+            total = total + c.lambda_a * (per * gate).mean()
+        if c.use_b and c.lambda_b > 0:
+            orig = run.original
+            with torch.no_grad():
+                target = orig.logit_scale() * orig.encode_image(r["image"]) @ orig.encode_text(r["text"]).T
+            total = total + c.lambda_b * retrieval_kl(target, scale * vr @ tr.T)
+        if c.use_c and c.lambda_c > 0:
+            total = total + c.lambda_c * info_nce(vr, tr, scale, tu.detach(), vu.detach())
         return total
 
     def _gate(self, model: Classifier, run: Run[CCUState], u: Batch, fu: dict[str, Tensor]) -> Tensor:
