@@ -116,7 +116,9 @@ def main() -> None:
             ref_m = val_metrics(ref, data, splits.val)
             orig_m = val_metrics(model, data, splits.val)
             orig_gap = gap_to_retrain(orig_m, ref_m, HEADLINE_C)
-            print(f"seed {seed} {key}: |U| = {len(data.unlearn)}, retrain {ref_secs:.1f} s, original's gap {orig_gap:.4f}")
+            print(
+                f"seed {seed} {key}: |U| = {len(data.unlearn)}, retrain {ref_secs:.1f} s, original's gap {orig_gap:.4f}"
+            )
             print("  retrain: ", {k: round(v, 3) for k, v in headline(ref_m).items()})
             print("  original:", {k: round(v, 3) for k, v in headline(orig_m).items()})
             cases.append((f"{seed}/{key}", seed, model, data, ref_m, ref_secs))

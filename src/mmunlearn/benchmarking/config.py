@@ -236,7 +236,7 @@ def _check_method_config(grid: UnlearnGrid, label: str) -> None:
         raise ConfigError(f"row {label!r}: {e}") from e
     kind = DualEncoderModel if "text" in _modalities(grid.dataset) else Classifier
     if kind not in method.requires:
-        usable = [n for n in UNLEARNERS.names() if kind in UNLEARNERS.get(n).requires]
+        usable = [n for n in UNLEARNERS.names() if kind in getattr(UNLEARNERS.get(n), "requires", ())]
         raise ConfigError(
             f"row {label!r}: {key} cannot edit the {KINDS[kind]} of {grid.dataset}; methods that can: {usable}"
         )
