@@ -41,7 +41,8 @@ def original(dataset: str, size: str, seed: int, work: Path) -> Any:
 
 def unlearner(dataset: str, method: str, seed: int) -> Any:
     """A method with its defaults (retrain with the dataset's recipe)."""
-    return UNLEARNERS.create(method, **UnlearnGrid(dataset).method_config(method, seed)[1], progress=False)
+    fields = UnlearnGrid(dataset, methods=(method,)).method_config(method, seed)[1]
+    return UNLEARNERS.create(method, **fields, progress=False)
 
 
 def methods_table(dataset: str, model: Any, splits: Any, methods: list[str], seed: int) -> str:

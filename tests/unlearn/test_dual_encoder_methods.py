@@ -13,6 +13,7 @@ returns the model unchanged, or moves it away from retrain, fails here.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -68,7 +69,10 @@ def memorisable(n: int = 64) -> tuple[MultimodalDataset, ForgetRequest, Multimod
 
 
 def config_for(name: str) -> dict:
-    return {**retrain_config(RECIPE), "progress": False} if name == "retrain" else TEST_CONFIG
+    if name == "retrain":
+        return {**retrain_config(RECIPE), "progress": False}
+    fields = {f.name for f in dataclasses.fields(UNLEARNERS.get(name).Config)}
+    return {**TEST_CONFIG, "pairs_lr": TEST_CONFIG["lr"]} if "pairs_lr" in fields else TEST_CONFIG
 
 
 def pair_cosine(model, data) -> float:
@@ -301,3 +305,12 @@ def test_multidelete_dual_encoder_loss_matches_its_terms(setup):
     expected = 0.5 * decoupling_loss(vu @ tu.T, ou @ otu.T, pi) + 2.0 * mkr
     expected = expected + 0.25 * unimodal_retention(vr, tr, o_vr, o_tr)
     assert_close(got.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_ccu_runs_a_dual_encoder_at_pairs_lr_and_keeps_its_config(setup):
+    data, model, _ = setup
+    method = UNLEARNERS.create("ccu", lr=10.0, pairs_lr=1e-4, epochs=1, batch_size=8, progress=False)
+    new = method.unlearn(model, data)
+    assert method.config.lr == 10.0 and method.config.pairs_lr == 1e-4
+    moved = max(float((a - b).detach().abs().max()) for a, b in zip(new.parameters(), model.parameters(), strict=True))
+    assert 0 < moved < 0.01  # Adam steps of 1e-4, not of 10
