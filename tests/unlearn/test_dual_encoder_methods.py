@@ -30,11 +30,12 @@ from mmunlearn.models.dual_encoder import clip_loss
 from mmunlearn.models.protocols import DualEncoderModel
 from mmunlearn.train import TrainConfig, train_model
 from mmunlearn.unlearn import UNLEARNERS, Run, Step, UnlearnData, Unlearner, retrain_config
-from mmunlearn.unlearn.ccu import CCUState, calibration_targets
+from mmunlearn.unlearn.ccu import calibration_targets
 from mmunlearn.unlearn.ccu_pairs import (
     complete_pairs,
     info_nce,
-    pair_calibration_gate,
+    pair_calibration_weights,
+    pair_excess,
     pair_inverse_contrastive,
     retrieval_kl,
     true_pair_cosines,
@@ -72,7 +73,7 @@ def config_for(name: str) -> dict:
     if name == "retrain":
         return {**retrain_config(RECIPE), "progress": False}
     fields = {f.name for f in dataclasses.fields(UNLEARNERS.get(name).Config)}
-    return {**TEST_CONFIG, "pairs_lr": TEST_CONFIG["lr"]} if "pairs_lr" in fields else TEST_CONFIG
+    return {**TEST_CONFIG, "pairs_lr": TEST_CONFIG["lr"], "pairs_epochs": None} if "pairs_lr" in fields else TEST_CONFIG
 
 
 def pair_cosine(model, data) -> float:
@@ -242,8 +243,9 @@ def test_info_nce_is_clips_loss_and_counts_extra_negatives():
 
 
 def test_gate_and_complete_pairs():
-    gate = pair_calibration_gate(torch.tensor([0.9, 0.5, 0.7]), torch.tensor([0.8, 0.6, 0.7]))
-    assert gate.tolist() == [1.0, 0.0, 0.0]
+    cos, targets = torch.tensor([0.9, 0.5, 0.7, 1.0]), torch.tensor([0.8, 0.6, 0.7, 0.6])
+    assert_close(pair_excess(cos, targets), torch.tensor([0.1, 0.0, 0.0, 0.4]))
+    assert_close(pair_calibration_weights(cos, targets, 0.125), torch.tensor([0.8, 0.0, 0.0, 3.2]))
     batch = {"image": torch.arange(3), "present_image": torch.tensor([True, False, True]),
              "present_text": torch.tensor([True, True, True]), "index": torch.tensor([5, 6, 7])}  # fmt: skip
     kept = complete_pairs(batch)
@@ -262,9 +264,13 @@ def one_step(data: UnlearnData) -> Step:
 def test_ccu_calibrates_to_validation_quantiles_and_gates_term_a(setup):
     data, model, _ = setup
     method = UNLEARNERS.create("ccu", progress=False)
-    run = Run(data, copy.deepcopy(model), CCUState(()), DualEncoderModel)
-    method.on_epoch_start(model, run, 0)
-    expected = calibration_targets(true_pair_cosines(model, data.unlearn), true_pair_cosines(model, data.validation))
+    run = Run(data, copy.deepcopy(model), None, DualEncoderModel)
+    run.state = method.prepare(model, run)
+    cosines = true_pair_cosines(model, data.unlearn)
+    expected = calibration_targets(cosines, true_pair_cosines(model, data.validation))
+    assert_close(run.state.targets, expected)
+    assert run.state.excess == pytest.approx(float((cosines - expected).clamp_min(0).mean()))
+    method.on_epoch_start(model, run, 1)  # later epochs re-match with the model as it is then (unchanged here)
     assert_close(run.state.targets, expected)
     step = one_step(data)
     without_a = UNLEARNERS.create("ccu", use_a=False).loss(model, run, step)
@@ -272,6 +278,17 @@ def test_ccu_calibrates_to_validation_quantiles_and_gates_term_a(setup):
     assert_close(method.loss(model, run, step), without_a)
     run.state.targets = torch.full((len(data.unlearn),), -2.0)  # every pair above: (a) acts
     assert float(method.loss(model, run, step).detach()) > float(without_a.detach()) + 1e-3
+
+
+def test_ccu_scales_a_dual_encoders_learning_rate_by_the_excess(setup):
+    """The step size follows how far U still is above held-out pairs: the same pairs_lr moves the model
+    far less when U is already at the validation level (validation = U itself)."""
+    data, model, _ = setup
+    config = {"pairs_epochs": 1, "batch_size": 8, "pairs_lr": 1e-2, "use_a": False, "progress": False}
+    at_level = dataclasses.replace(data, validation=data.unlearn)
+    runs = [UNLEARNERS.create("ccu", **config).unlearn(model, d) for d in (data, at_level)]
+    moved = [max(float((a - b).detach().abs().max()) for a, b in zip(r.parameters(), model.parameters(), strict=True)) for r in runs]  # fmt: skip
+    assert moved[1] < moved[0] / 10
 
 
 def test_cliperase_floor_is_the_validation_mean_under_the_current_model(setup):
@@ -309,7 +326,7 @@ def test_multidelete_dual_encoder_loss_matches_its_terms(setup):
 
 def test_ccu_runs_a_dual_encoder_at_pairs_lr_and_keeps_its_config(setup):
     data, model, _ = setup
-    method = UNLEARNERS.create("ccu", lr=10.0, pairs_lr=1e-4, epochs=1, batch_size=8, progress=False)
+    method = UNLEARNERS.create("ccu", lr=10.0, pairs_lr=1e-4, pairs_epochs=1, batch_size=8, progress=False)
     new = method.unlearn(model, data)
     assert method.config.lr == 10.0 and method.config.pairs_lr == 1e-4
     moved = max(float((a - b).detach().abs().max()) for a, b in zip(new.parameters(), model.parameters(), strict=True))

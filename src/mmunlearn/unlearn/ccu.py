@@ -41,7 +41,8 @@ from .base import UNLEARNERS, Run, Step, UnlearnConfig, Unlearner, present_only
 from .ccu_pairs import (
     complete_pairs,
     info_nce,
-    pair_calibration_gate,
+    pair_calibration_weights,
+    pair_excess,
     pair_inverse_contrastive,
     retrieval_kl,
     true_pair_cosines,
@@ -64,8 +65,11 @@ class CCUConfig(UnlearnConfig):
         use_a, use_b, use_c: ablation switches of the three terms.
         calibrate: gate (a) by quantile matching against the validation split's image-only losses (a dual
             encoder: true-pair cosines).
-        pairs_lr: the learning rate for a dual encoder, in place of ``lr`` (which stays the classifier's):
-            ``benchmarks/tune_ccu_pairs.py`` found lr 3e-4 too coarse for the few steps a small U gives.
+        pairs_lr: a dual encoder's learning rate per unit of excess: the run uses ``pairs_lr`` times U's
+            mean excess cosine over its calibration targets at the start (``FALLBACK_EXCESS`` without
+            calibration) in place of ``lr``, which stays the classifier's.
+        pairs_epochs: a dual encoder's epochs over U in place of ``epochs`` (None: ``epochs``); the soft gate
+            of (a) stops each pair at its target, so more epochs reach the held-out level without overshooting.
         nearest_positives: dual encoder only: weight (a)'s positives by the anchor's own retrieval
             distribution over the retained keys (False: uniform weights).
     """
@@ -80,8 +84,9 @@ class CCUConfig(UnlearnConfig):
     use_b: bool = True
     use_c: bool = True
     calibrate: bool = True
-    pairs_lr: float = 1e-4
-    nearest_positives: bool = True
+    pairs_lr: float = 1.5e-3
+    pairs_epochs: int | None = 4
+    nearest_positives: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -91,6 +96,8 @@ class CCUConfig(UnlearnConfig):
             raise ConfigError("the lambda weights must be >= 0")
         if self.pairs_lr <= 0:
             raise ConfigError(f"pairs_lr must be > 0, got {self.pairs_lr}")
+        if self.pairs_epochs is not None and self.pairs_epochs < 1:
+            raise ConfigError(f"pairs_epochs must be >= 1, got {self.pairs_epochs}")
 
 
 def inverse_contrastive(anchors: Tensor, anchor_y: Tensor, keys: Tensor, key_y: Tensor, tau: float) -> Tensor:
@@ -164,12 +171,20 @@ def calibration_gate(losses_now: Tensor, targets: Tensor) -> Tensor:
     return (losses_now < targets).float()
 
 
+FALLBACK_EXCESS = 0.1
+"""A dual encoder's mean excess cosine assumed when there is nothing to calibrate against."""
+MIN_EXCESS = 1e-3
+"""The smallest mean excess a dual encoder's learning rate is scaled by (nothing left to forget)."""
+
+
 @dataclass
 class CCUState:
-    """The run's state: the modalities kept, and the calibration targets of U (refreshed every epoch)."""
+    """The run's state: the modalities kept, the calibration targets of U (refreshed every epoch) and, for
+    a dual encoder, U's mean excess cosine over its targets at the start (None without calibration)."""
 
     kept: tuple[str, ...]
     targets: Tensor | None = field(default=None)
+    excess: float | None = None
 
 
 @UNLEARNERS.register("ccu")
@@ -185,16 +200,23 @@ class CCU(Unlearner[CCUConfig, CCUState]):
     def prepare(self, model: Any, run: Run[CCUState]) -> CCUState:
         if self.config.calibrate and run.data.validation is None:
             log.warning("ccu: no validation split given; forgetting is not calibrated to unseen data")
-        if run.kind is DualEncoderModel:
-            return CCUState(())
-        return CCUState(tuple(m for m in model.modalities if m not in run.data.modalities))
+        if run.kind is not DualEncoderModel:
+            return CCUState(tuple(m for m in model.modalities if m not in run.data.modalities))
+        state = CCUState(())
+        if run.data.validation is not None and self.config.calibrate:
+            cosines = true_pair_cosines(model, run.data.unlearn)
+            state.targets = calibration_targets(cosines, true_pair_cosines(model, run.data.validation))
+            state.excess = max(float(pair_excess(cosines, state.targets).mean()), MIN_EXCESS)
+        return state
 
     def run(self, model: Any, run: Run[CCUState], work: WorkFolder | None = None) -> None:
-        """The shared loop; a dual encoder's runs at ``pairs_lr`` instead of ``lr``."""
+        """The shared loop; a dual encoder's runs ``pairs_epochs`` at ``pairs_lr`` times U's initial mean excess."""
         if run.kind is not DualEncoderModel:
             return super().run(model, run, work)
         config = self.config
-        self.config = dataclasses.replace(config, lr=config.pairs_lr)
+        excess = FALLBACK_EXCESS if run.state.excess is None else run.state.excess
+        epochs = config.epochs if config.pairs_epochs is None else config.pairs_epochs
+        self.config = dataclasses.replace(config, lr=config.pairs_lr * excess, epochs=epochs)
         try:
             super().run(model, run, work)
         finally:
@@ -207,9 +229,9 @@ class CCU(Unlearner[CCUConfig, CCUState]):
         if val is None or not self.config.calibrate:
             return
         if run.kind is DualEncoderModel:
-            run.state.targets = calibration_targets(
-                true_pair_cosines(model, run.data.unlearn), true_pair_cosines(model, val)
-            )
+            if epoch > 0:  # epoch 0's targets are prepare's: the model has not moved since
+                u, v = true_pair_cosines(model, run.data.unlearn), true_pair_cosines(model, val)
+                run.state.targets = calibration_targets(u, v)
             return
         u_loss = self._forget_losses(model, run, run.data.unlearn.full_batch())
         run.state.targets = calibration_targets(u_loss, self._forget_losses(model, run, val.full_batch()))
@@ -253,9 +275,10 @@ class CCU(Unlearner[CCUConfig, CCUState]):
             weights = scale.detach() if c.nearest_positives else None
             per = pair_inverse_contrastive(vu, tu, tr.detach(), vr.detach(), c.temperature, weights)
             gate = torch.ones_like(per)
-            if run.state.targets is not None:
+            if run.state.targets is not None and run.state.excess is not None:
                 cos = (vu * tu).sum(1).detach()
-                gate = pair_calibration_gate(cos, run.state.targets.to(cos.device)[u["index"]])
+                targets = run.state.targets.to(cos.device)[u["index"]]
+                gate = pair_calibration_weights(cos, targets, run.state.excess)
             total = total + c.lambda_a * (per * gate).mean()
         if c.use_b and c.lambda_b > 0:
             orig = run.original

@@ -106,6 +106,15 @@ def pair_inverse_contrastive(
     return (direction(v, own, keys_t) + direction(t, own, keys_v)) / 2
 
 
-def pair_calibration_gate(cosines_now: Tensor, targets: Tensor) -> Tensor:
-    """1 for pairs whose true-pair cosine is still above their calibration target (still remembered), else 0."""
-    return (cosines_now > targets).to(cosines_now.dtype)
+def pair_excess(cosines: Tensor, targets: Tensor) -> Tensor:
+    """How far each pair's true-pair cosine still is above its calibration target: ``max(c - target, 0)``."""
+    return (cosines - targets).clamp_min(0)
+
+
+def pair_calibration_weights(cosines_now: Tensor, targets: Tensor, mean_excess: float) -> Tensor:
+    """CCU's soft gate for pairs: each pair's excess over its target relative to U's initial mean excess.
+
+    A pair at or below its target (forgotten to the level of held-out pairs) gets 0; at the start the
+    weights average 1 over U, and each fades out as its pair approaches its target.
+    """
+    return pair_excess(cosines_now, targets) / mean_excess
