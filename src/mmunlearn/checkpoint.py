@@ -7,6 +7,10 @@ A checkpoint is a folder::
     receipt.json ...         # attachments saved with the weights (a forget run's receipt and metrics)
     manifest.json            # model kind + config, SHA-256 of config and of every file, provenance
 
+A Hugging Face ``save_pretrained`` folder (``config.json``, no manifest) of a CLIP, SigLIP or CLAP model
+also loads (`mmunlearn.models.hf.load_hf_model`); such a model is saved in this format, its tokenizer's
+files as attachments.
+
 A save follows the folder-commit protocol of `mmunlearn.fileio.commit_folder` (new files under staged
 names, the manifest replaced as the commit point, then renames and deletions), so a checkpoint folder is
 at every instant, a kill included, the old complete checkpoint or the new complete one. Loading finds
@@ -31,6 +35,7 @@ from torch import Tensor
 from .errors import CheckpointError
 from .fileio import MANIFEST, canonical_json, commit_folder, read_json_manifest, resolve_file, sha256_bytes, sha256_file
 from .models import MODELS, MultimodalModel
+from .models.hf import HF_CONFIG, HFDualEncoder, is_tokenizer_file, load_hf_model
 from .tensorio import tensors_to_bytes
 from .versions import versions
 
@@ -92,6 +97,8 @@ def save_checkpoint(
     blobs = {WEIGHTS: tensors_to_bytes(dict(model.state_dict()))}
     if train_state is not None:
         blobs[TRAIN_STATE] = tensors_to_bytes(train_state)
+    if isinstance(model, HFDualEncoder):
+        blobs.update(model.tokenizer_files())
     blobs.update(attachments or {})
     return commit_folder(folder, blobs.items(), manifest, owned=(WEIGHTS, TRAIN_STATE))
 
@@ -109,12 +116,17 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest
 
 
-def _load_verified(folder: Path, name: str, expected: str) -> dict[str, Tensor]:
+def _verified_path(folder: Path, name: str, expected: str) -> Path:
     path = resolve_file(folder, name, expected)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} is missing")
     if sha256_file(path) != expected:
         raise CheckpointError(f"checkpoint file {path} does not match its SHA-256: truncated or tampered with")
+    return path
+
+
+def _load_verified(folder: Path, name: str, expected: str) -> dict[str, Tensor]:
+    path = _verified_path(folder, name, expected)
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as e:
@@ -122,12 +134,19 @@ def _load_verified(folder: Path, name: str, expected: str) -> dict[str, Tensor]:
 
 
 def load_checkpoint(folder: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Load and verify a checkpoint written by `save_checkpoint`.
+    """Load and verify a checkpoint written by `save_checkpoint`, or a Hugging Face ``save_pretrained`` folder.
+
+    A folder with a ``config.json`` and no manifest is loaded by `mmunlearn.models.hf.load_hf_model`; its
+    manifest is made up (no provenance, no files).
 
     Raises:
         CheckpointError: anything missing, unreadable, truncated, tampered with or inconsistent.
     """
     folder = Path(folder)
+    if not (folder / MANIFEST).exists() and (folder / HF_CONFIG).is_file():
+        hf = load_hf_model(folder)
+        made_up = {"format": FORMAT, "model": hf.kind, "config": hf.config_dict(), "provenance": {}, "files": {}}
+        return Checkpoint(hf.to(map_location), made_up, None)
     manifest = read_manifest(folder)
     files = manifest.get("files", {})
     if WEIGHTS not in files:
@@ -137,6 +156,9 @@ def load_checkpoint(folder: str | os.PathLike[str], *, map_location: str | torch
         model = MODELS.create(manifest["model"], **manifest["config"])
         model.load_state_dict(weights)
         assert isinstance(model, MultimodalModel)
+        if isinstance(model, HFDualEncoder):
+            names = [n for n in files if is_tokenizer_file(n)]
+            model.attach_tokenizer({n: _verified_path(folder, n, files[n]).read_bytes() for n in names})
     except (KeyError, RuntimeError, TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {folder} does not fit model {manifest.get('model')!r}: {e}") from e
     state = _load_verified(folder, TRAIN_STATE, files[TRAIN_STATE]) if TRAIN_STATE in files else None

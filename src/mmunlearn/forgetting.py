@@ -13,6 +13,7 @@ from typing import Any
 from .checkpoint import WEIGHTS, load_checkpoint, read_manifest
 from .data import DATASETS, SIZES, DatasetSplits, ForgetRequest, MultimodalDataset, load_dataset
 from .errors import CheckpointError, DataError
+from .models.hf import HFDualEncoder, splits_for_model
 from .outputs import WORK_DIR, read_text_file
 from .pipeline import ForgetResult, run_request
 from .receipts import read_key, read_receipt
@@ -100,6 +101,12 @@ def splits_of(manifest: dict[str, Any], data_dir: str | os.PathLike[str] | None)
     return load_dataset(*dataset_of(manifest), data_dir)
 
 
+def splits_for(model: Any, splits: DatasetSplits) -> DatasetSplits:
+    """``splits`` as ``model`` reads them: re-encoded in its own vocabulary when it has its own tokenizer
+    (a Hugging Face model), unchanged otherwise."""
+    return splits_for_model(splits, model) if isinstance(model, HFDualEncoder) else splits
+
+
 def dataset_of(manifest: dict[str, Any]) -> tuple[str, str, int]:
     """(name, size, data seed) of the dataset a checkpoint's provenance names, checked before anything is built.
 
@@ -164,7 +171,7 @@ def forget(
     """
     key = read_key(sign_key) if sign_key is not None else None
     ckpt = load_checkpoint(model_dir, map_location=device)
-    splits = splits_of(ckpt.manifest, data_dir)
+    splits = splits_for(ckpt.model, splits_of(ckpt.manifest, data_dir))
     request = spec.build(splits.train)
     unlearner = make_unlearner(method, ckpt.manifest, seed, overrides or {}, progress)
     work = Path(out_dir) / WORK_DIR  # per-epoch checkpoints: a killed run resumes; deleted once saved

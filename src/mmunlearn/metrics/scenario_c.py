@@ -306,6 +306,15 @@ def recognition(scores: Tensor, named: Tensor) -> tuple[Tensor, Tensor]:
     return hits, 1.0 / (1 + (~named).sum(1).double())
 
 
+def _prompt_ids(model: Any, data: MultimodalDataset, texts: list[str]) -> Tensor:
+    """Token rows of ``texts``: through the model's own tokenizer where it has one (``retokenize``, as a
+    Hugging Face model does), else through the dataset's word vocabulary."""
+    retokenize = getattr(model, "retokenize", None)
+    if callable(retokenize):
+        return retokenize(texts, data.inputs["text"].shape[1])
+    return WordTokenizer(data.vocab, data.inputs["text"].shape[1]).encode(texts)
+
+
 def zero_shot(model: DualEncoderModel | EmbeddingCache, d: ScenarioCData) -> list[MetricResult]:
     """Zero-shot recognition of the forgotten concept and of the others (concept requests only).
 
@@ -332,8 +341,7 @@ def zero_shot(model: DualEncoderModel | EmbeddingCache, d: ScenarioCData) -> lis
     cache = _cached(model)
     concept = " ".join(d.concept.lower().split())
     column = {c: j for j, c in enumerate(prompts)}
-    tokenizer = WordTokenizer(d.retain.vocab, d.retain.inputs["text"].shape[1])
-    prompt_emb = cache.texts(tokenizer.encode([space.prompt(c) for c in prompts]))
+    prompt_emb = cache.texts(_prompt_ids(cache.model, d.retain, [space.prompt(c) for c in prompts]))
 
     def recognise(data: MultimodalDataset, cs: list[tuple[str, ...]], rows: list[int]) -> tuple[Tensor, Tensor, Tensor]:
         named = torch.zeros(len(rows), len(prompts), dtype=torch.bool)
