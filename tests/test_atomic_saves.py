@@ -30,9 +30,10 @@ import torch
 
 from mmunlearn import fileio
 from mmunlearn.checkpoint import load_checkpoint, save_checkpoint, state_sha256
+from mmunlearn.data import load_dataset
 from mmunlearn.data.builder import DATASETS, BuiltData, DatasetBuilder
 from mmunlearn.data.core import SplitData
-from mmunlearn.data.store import build_dataset, cache_path, load_dataset, verify_cache
+from mmunlearn.data.store import build_dataset, cache_path, verify_cache
 from mmunlearn.fileio import finish_commit, json_bytes, listed_files, sha256_file
 from mmunlearn.models import build_model
 from mmunlearn.protectors.protected import ProtectedDataset

@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import WEIGHTS, load_checkpoint, read_manifest
-from .data import DATASETS, SIZES, DatasetSplits, ForgetRequest, MultimodalDataset, load_dataset
-from .errors import CheckpointError, DataError
+from .data import DATASETS, DatasetRef, DatasetSplits, ForgetRequest, MultimodalDataset
+from .errors import CheckpointError, DataError, MMUnlearnError
+from .models.factory import build_from_factory, load_weights
 from .models.hf import HFDualEncoder, splits_for_model
 from .outputs import WORK_DIR, read_text_file
 from .pipeline import ForgetResult, run_request
 from .receipts import read_key, read_receipt
+from .recipes import recipe_for_data
 from .unlearn import UNLEARNERS, Unlearner, retrain_config
 
 
@@ -80,9 +82,11 @@ class RequestSpec:
 
 
 def default_modalities(train: MultimodalDataset) -> tuple[str, ...]:
-    """What a request forgets when it does not say: a classifier's images (visual unlearning), or both
-    modalities of image-caption pairs (the association itself)."""
-    return tuple(train.modalities) if train.captions is not None else ("image",)
+    """What a request forgets when it does not say: a classifier's visual modality, its images or else its
+    video (visual unlearning), or both modalities of image-caption pairs (the association itself)."""
+    if train.captions is not None:
+        return tuple(train.modalities)
+    return ("video",) if "video" in train.modalities and "image" not in train.modalities else ("image",)
 
 
 def read_ids(path: Path) -> list[str]:
@@ -98,7 +102,7 @@ def read_ids(path: Path) -> list[str]:
 
 def splits_of(manifest: dict[str, Any], data_dir: str | os.PathLike[str] | None) -> DatasetSplits:
     """The dataset a checkpoint was trained on, from its provenance (checked against the model first)."""
-    return load_dataset(*dataset_of(manifest), data_dir)
+    return dataset_of(manifest).load(data_dir)
 
 
 def splits_for(model: Any, splits: DatasetSplits) -> DatasetSplits:
@@ -107,19 +111,34 @@ def splits_for(model: Any, splits: DatasetSplits) -> DatasetSplits:
     return splits_for_model(splits, model) if isinstance(model, HFDualEncoder) else splits
 
 
-def dataset_of(manifest: dict[str, Any]) -> tuple[str, str, int]:
-    """(name, size, data seed) of the dataset a checkpoint's provenance names, checked before anything is built.
+def dataset_of(manifest: dict[str, Any]) -> DatasetRef:
+    """The dataset a checkpoint's provenance names, checked before anything is built or decoded.
 
     Raises:
-        CheckpointError: no dataset recorded, an unknown one, or one the model cannot have been trained on
-            (other modalities or another number of classes).
+        CheckpointError: no dataset recorded, an unknown one, or a built-in one the model cannot have been
+            trained on (other modalities or another number of classes).
     """
     prov = manifest.get("provenance", {})
     if "dataset" not in prov:
-        raise CheckpointError("the checkpoint records no dataset in its provenance; cannot tell what it was trained on")
-    name, size, seed = prov["dataset"], prov.get("size", "small"), prov.get("data_seed", 0)
-    if name not in DATASETS or size not in SIZES or isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise CheckpointError(f"the checkpoint's provenance names an unknown dataset {name!r} ({size}, seed {seed!r})")
+        raise CheckpointError(
+            "the checkpoint records no dataset in its provenance; cannot tell what it was trained on "
+            "(name it with --dataset)"
+        )
+    try:
+        ref = DatasetRef.from_provenance(prov)
+    except (MMUnlearnError, TypeError, ValueError) as e:
+        raise CheckpointError(f"the checkpoint's provenance names an unusable dataset: {e}") from e
+    if ref.layout is None:
+        check_fits(manifest, ref.name)
+    return ref
+
+
+def check_fits(manifest: dict[str, Any], name: str) -> None:
+    """Refuse a built-in dataset the checkpoint's registered model cannot have been trained on.
+
+    Raises:
+        CheckpointError: other modalities or another number of classes than the model's.
+    """
     builder = DATASETS.get(name)
     config = manifest.get("config") or {}
     needs = set(config.get("input_shapes") or {}) or ({"image", "text"} if "vocab" in config else set())
@@ -133,7 +152,41 @@ def dataset_of(manifest: dict[str, Any]) -> tuple[str, str, int]:
             f"the checkpoint's provenance names dataset {name!r}, but its model ({model}) cannot have been "
             "trained on it: the provenance was edited or the folder holds another model"
         )
-    return str(name), str(size), int(seed)
+
+
+def original_of(
+    model_path: str | os.PathLike[str],
+    *,
+    factory: str | None = None,
+    dataset: DatasetRef | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+) -> tuple[Any, dict[str, Any]]:
+    """The original model and its manifest: a checkpoint folder (ours or a Hugging Face ``save_pretrained``
+    one), or with ``factory`` (``package.module:function``) the user's module with the safetensors weights
+    at ``model_path``. ``dataset`` names the training data when the model records none (a factory model
+    or a Hugging Face folder); then the dataset's recipe stands in for the training recipe (retrain).
+
+    Raises:
+        CheckpointError: unreadable weights, or no dataset named anywhere.
+        ConfigError: a factory that cannot be imported or built.
+    """
+    if factory is not None:
+        model: Any = load_weights(build_from_factory(factory), model_path).to(device)
+        manifest: dict[str, Any] = {"model": factory, "config": {}, "provenance": {}}
+    else:
+        ckpt = load_checkpoint(model_path, map_location=device)
+        model, manifest = ckpt.model, ckpt.manifest
+    if dataset is not None:
+        recorded = manifest.get("provenance", {})
+        if "dataset" in recorded and DatasetRef.from_provenance(recorded) != dataset:
+            raise CheckpointError(
+                f"{model_path} records its training data ({recorded['dataset']}); --dataset names another one"
+            )
+        train = recorded.get("train") or recipe_for_data(dataset.load(data_dir)).train.identity()
+        manifest = {**manifest, "provenance": {**dataset.provenance(), "train": train, **recorded}}
+    dataset_of(manifest)
+    return model, manifest
 
 
 def make_unlearner(
@@ -159,10 +212,13 @@ def forget(
     progress: bool = True,
     original_metrics: bool = False,
     sign_key: str | os.PathLike[str] | None = None,
+    factory: str | None = None,
+    dataset: DatasetRef | None = None,
 ) -> ForgetResult:
-    """Apply a forget request to a trained checkpoint and write the new checkpoint, metrics and receipt.
+    """Apply a forget request to a trained model and write the new checkpoint, metrics and receipt.
 
-    ``sign_key``: a key file; the receipt then carries an HMAC-SHA256 keyed with its bytes.
+    ``sign_key``: a key file; the receipt then carries an HMAC-SHA256 keyed with its bytes. ``factory`` and
+    ``dataset``: see `original_of` (a user's module, and the data of a model that records none).
 
     Everything is validated (request, method, config keys, modalities) before any work starts.
 
@@ -170,15 +226,15 @@ def forget(
         The `ForgetResult`; ``out_dir`` holds the checkpoint, ``metrics.json`` and ``receipt.json``.
     """
     key = read_key(sign_key) if sign_key is not None else None
-    ckpt = load_checkpoint(model_dir, map_location=device)
-    splits = splits_for(ckpt.model, splits_of(ckpt.manifest, data_dir))
+    model, manifest = original_of(model_dir, factory=factory, dataset=dataset, data_dir=data_dir, device=device)
+    splits = splits_for(model, splits_of(manifest, data_dir))
     request = spec.build(splits.train)
-    unlearner = make_unlearner(method, ckpt.manifest, seed, overrides or {}, progress)
+    unlearner = make_unlearner(method, manifest, seed, overrides or {}, progress)
     work = Path(out_dir) / WORK_DIR  # per-epoch checkpoints: a killed run resumes; deleted once saved
     result = run_request(
-        ckpt.model, splits.train, request, unlearner,
+        model, splits.train, request, unlearner,
         validation=splits.val, test=splits.test, original_metrics=original_metrics,
-        out_dir=out_dir, provenance=ckpt.manifest.get("provenance", {}), model_path=model_dir, sign_key=key,
+        out_dir=out_dir, provenance=manifest.get("provenance", {}), model_path=model_dir, sign_key=key,
         work_dir=work,
     )  # fmt: skip
     shutil.rmtree(work, ignore_errors=True)

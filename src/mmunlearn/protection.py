@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .data import DATASETS, load_dataset
+from .data import DATASETS, DatasetRef
 from .data.store import DatasetSplits
 from .errors import CheckpointError, ConfigError, DataError
 from .outputs import WORK_DIR
@@ -29,11 +29,13 @@ def protect_builtin(
     overrides: dict[str, Any] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    layout: str | None = None,
 ) -> ProtectedDataset:
-    """Protect the training split of a built-in caption dataset and (optionally) save it.
+    """Protect the training split of a caption dataset (built-in, or on disk) and (optionally) save it.
 
     Args:
-        dataset: built-in dataset name (``shapes-captions``, ``emoji-captions``).
+        dataset: built-in dataset name (``shapes-captions``, ``emoji-captions``), or with ``layout`` the
+            path of an image-caption dataset on disk.
         method: `PROTECTORS` name.
         out_dir: folder to save the protection in (None: do not save). Until it is saved, a min-min run
             checkpoints in ``<out_dir>/.work`` after every outer iteration; a killed run resumes from it.
@@ -42,9 +44,10 @@ def protect_builtin(
         overrides: protector config fields (unknown keys are a `ConfigError`).
         data_dir: dataset cache root.
         progress: progress bars.
+        layout: the published layout of a dataset on disk (karpathy, coco, imagefolder, csv).
 
     Returns:
-        The protection, whose ``source`` names the dataset, size, seed and split it belongs to.
+        The protection, whose ``source`` names the dataset, size, seed (and layout) and split it belongs to.
 
     Raises:
         ConfigError: an unknown method or config key, or an invalid config value.
@@ -52,13 +55,14 @@ def protect_builtin(
     """
     if method not in PROTECTORS:
         raise ConfigError(f"unknown protector {method!r}; known protectors: {', '.join(PROTECTORS.names())}")
-    if dataset not in DATASETS:
+    if layout is None and dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}; built-in datasets: {', '.join(DATASETS.names())}")
+    ref = DatasetRef.of(dataset, size, data_seed, layout)
     protector = PROTECTORS.create(method, **{"progress": progress, **(overrides or {})})
-    splits = load_dataset(dataset, size, data_seed, data_dir, progress=progress)
+    splits = ref.load(data_dir, progress=progress)
     work = Path(out_dir) / WORK_DIR if out_dir is not None else None  # per outer iteration: a kill resumes
     protected = protector.protect(splits.train, work_dir=work)
-    protected.source = dataset_source(splits.train, dataset=dataset, size=size, data_seed=data_seed, split="train")
+    protected.source = dataset_source(splits.train, **ref.provenance(), split="train")
     if out_dir is not None:
         protected.save(out_dir)
         log.info("saved the %s protection of %s/%s to %s", method, dataset, size, out_dir)
@@ -68,10 +72,10 @@ def protect_builtin(
 
 
 def splits_for(protected: ProtectedDataset, data_dir: str | os.PathLike[str] | None = None) -> DatasetSplits:
-    """Load the built-in dataset a protection was computed for (from its recorded source).
+    """Load the dataset a protection was computed for (from its recorded source: built-in or on disk).
 
     Raises:
-        CheckpointError: the protection does not record a built-in dataset.
+        CheckpointError: the protection does not record its dataset.
     """
     src = protected.source
     if not {"dataset", "size", "data_seed"} <= set(src):
@@ -79,7 +83,7 @@ def splits_for(protected: ProtectedDataset, data_dir: str | os.PathLike[str] | N
             f"the protection of {src.get('name')!r} records no built-in dataset (dataset, size, data_seed); "
             "use mmunlearn.victim.train_victim with the dataset itself"
         )
-    return load_dataset(src["dataset"], src["size"], int(src["data_seed"]), data_dir)
+    return DatasetRef.from_provenance(src).load(data_dir)
 
 
 def victim_from_dir(

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import read_manifest, save_checkpoint
-from .data import DATASETS, DatasetSplits, load_dataset
+from .checkpoint import load_checkpoint, read_manifest, save_checkpoint
+from .data import DatasetRef, DatasetSplits
 from .errors import ConfigError
 from .evaluate import evaluate
 from .models import MultimodalModel, build_model
+from .models.hf import HFDualEncoder, splits_for_model
 from .results import MetricResult
 from .train import TrainConfig, TrainResult, train_model
 
@@ -40,6 +41,12 @@ RECIPES: dict[str, Recipe] = {
         TrainConfig(epochs=15, batch_size=128, lr=2e-3),
         {"width": 8, "unimodal_weight": 1.0},
     ),
+    # av-digits' recipe; the input shapes (video [T, C, H, W] and audio) come from the data.
+    "av-digits-video": Recipe(
+        "multimodal-classifier",
+        TrainConfig(epochs=15, batch_size=128, lr=2e-3),
+        {"width": 8, "unimodal_weight": 1.0},
+    ),
     "shapes-captions": Recipe(
         "dual-encoder", TrainConfig(epochs=12, batch_size=128, lr=3e-3), {"width": 16, "embed_dim": 64}
     ),
@@ -54,6 +61,18 @@ def recipe_for(dataset: str) -> Recipe:
     if dataset not in RECIPES:
         raise ConfigError(f"no training recipe for dataset {dataset!r}; recipes exist for {sorted(RECIPES)}")
     return RECIPES[dataset]
+
+
+def recipe_for_data(splits: DatasetSplits) -> Recipe:
+    """The recipe of a built-in dataset, or for a dataset on disk the built-in recipe of its kind: an
+    image-caption layout gets shapes-captions' dual encoder, an audio-visual one av-digits' classifier
+    (av-digits-video's when it has video)."""
+    kind = splits.meta.get("kind") if isinstance(splits.meta, dict) else None
+    if kind == "image-caption":
+        return RECIPES["shapes-captions"]
+    if kind == "audio-visual":
+        return RECIPES["av-digits-video" if "video" in splits.train.modalities else "av-digits"]
+    return recipe_for(splits.name)
 
 
 def model_config_for(splits: DatasetSplits, recipe: Recipe) -> dict[str, Any]:
@@ -72,7 +91,7 @@ def model_config_for(splits: DatasetSplits, recipe: Recipe) -> dict[str, Any]:
 
 def new_model(splits: DatasetSplits, seed: int, recipe: Recipe | None = None) -> MultimodalModel:
     """A freshly initialised model of the dataset's recipe, with weights drawn from ``seed``."""
-    recipe = recipe or recipe_for(splits.name)
+    recipe = recipe or recipe_for_data(splits)
     return build_model(recipe.model, seed, **model_config_for(splits, recipe))
 
 
@@ -87,29 +106,41 @@ def train_on_dataset(
     overrides: dict[str, Any] | None = None,
     device: str = "cpu",
     progress: bool = True,
+    layout: str | None = None,
+    init: str | os.PathLike[str] | None = None,
 ) -> tuple[TrainResult, list[MetricResult]]:
-    """Load (building if needed) a built-in dataset, train its recipe's model, save it, evaluate it.
+    """Load (building or decoding if needed) a dataset, train its recipe's model, save it, evaluate it.
 
     Args:
-        dataset: built-in dataset name.
+        dataset: built-in dataset name, or with ``layout`` the path of a dataset on disk.
         out_dir: checkpoint folder (an unfinished run there is resumed).
-        size: ``"small"`` or ``"full"``.
+        size: ``"small"`` or ``"full"`` (built-in sets).
         seed: training seed (initial weights, data order).
-        data_seed: dataset generation seed.
+        data_seed: dataset generation seed (built-in sets), or the split seed (on disk).
         data_dir: dataset cache root.
         overrides: `TrainConfig` fields to change (e.g. ``{"epochs": 3}``); unknown keys are errors.
         device: where to train.
         progress: progress bars.
+        layout: the published layout of a dataset on disk (see `mmunlearn.data.LAYOUTS`).
+        init: a model folder to train from instead of the recipe's fresh model: one of our checkpoints or
+            a Hugging Face ``save_pretrained`` folder (CLIP, SigLIP, CLAP), whose text is re-encoded in the
+            model's own vocabulary. Its weights are trained as they are (random or pretrained).
 
     Returns:
         The training result and the train/val/test metrics of the final model.
     """
-    DATASETS.get(dataset)  # an unknown name fails here, listing the known datasets
-    recipe = recipe_for(dataset)
+    ref = DatasetRef.of(dataset, size, data_seed, layout)
+    splits = ref.load(data_dir, progress=progress)
+    recipe = recipe_for_data(splits)
     config = recipe.train.replace(seed=seed, progress=progress, **(overrides or {}))
-    splits = load_dataset(dataset, size, data_seed, data_dir, progress=progress)
-    model = new_model(splits, seed, recipe)
-    provenance = {"dataset": dataset, "size": size, "data_seed": data_seed, "train": config.identity()}
+    if init is None:
+        model: Any = new_model(splits, seed, recipe)
+    else:
+        model = load_checkpoint(init).model
+        if isinstance(model, HFDualEncoder):
+            splits = splits_for_model(splits, model)
+    init_prov = {"init": str(Path(init).resolve())} if init is not None else {}
+    provenance = {**ref.provenance(), "train": config.identity(), **init_prov}
     result = train_model(model, splits.train, config, out_dir=out_dir, provenance=provenance, device=device)
     metrics = evaluate(result.model, {"train": splits.train, "val": splits.val, "test": splits.test})
     save_checkpoint(

@@ -22,7 +22,7 @@ from .models import DualEncoder
 from .models.dual_encoder import IMAGE_ENCODERS
 from .protectors.defences import DEFENCES
 from .protectors.protected import ProtectedDataset
-from .recipes import Recipe, new_model, recipe_for
+from .recipes import Recipe, new_model, recipe_for_data
 from .results import MetricResult, RunRecord
 from .train import train_model
 from .versions import versions
@@ -140,7 +140,7 @@ def train_victim(
     """
     config = config or VictimConfig()
     seed = victim_seed(protected, config.seed)
-    recipe = recipe_for(splits.name)
+    recipe = recipe_for_data(splits)
     data = victim_training_set(splits.train, protected, config.defence, seed)
     arch = Recipe(recipe.model, recipe.train, {**recipe.model_config, "image_encoder": config.image_encoder})
     model = new_model(splits, seed, arch)

@@ -4,9 +4,10 @@ import logging
 import pytest
 import torch
 
+from mmunlearn.data import load_dataset
 from mmunlearn.data.builder import DATASETS, BuiltData, DatasetBuilder
 from mmunlearn.data.core import SplitData
-from mmunlearn.data.store import build_dataset, default_data_dir, load_dataset, verify_cache
+from mmunlearn.data.store import build_dataset, default_data_dir, verify_cache
 from mmunlearn.errors import DataError
 from mmunlearn.registry import UnknownNameError
 

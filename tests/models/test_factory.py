@@ -12,7 +12,7 @@ from torch import nn
 from mmunlearn.errors import CheckpointError, ConfigError
 from mmunlearn.models.factory import build_from_factory, load_weights, parse_factory
 
-FACTORY = '''
+FACTORY = """
 import torch
 from torch import nn
 
@@ -25,7 +25,7 @@ def broken():
 
 def not_a_module():
     return 42
-'''
+"""
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def factory_module(tmp_path, monkeypatch):
 def test_parse_factory():
     assert parse_factory("pkg.mod:build") == ("pkg.mod", "build")
     for bad in ("pkg.mod", ":build", "pkg:", "pkg:not-a-name"):
-        with pytest.raises(ConfigError, match="package.module:function"):
+        with pytest.raises(ConfigError, match=r"package\.module:function"):
             parse_factory(bad)
 
 
@@ -58,7 +58,7 @@ def test_factory_errors_name_what_failed(factory_module):
         build_from_factory(f"{factory_module}:missing")
     with pytest.raises(ConfigError, match="failed: RuntimeError: no GPU here"):
         build_from_factory(f"{factory_module}:broken")
-    with pytest.raises(ConfigError, match="returned int, not a torch.nn.Module"):
+    with pytest.raises(ConfigError, match=r"returned int, not a torch\.nn\.Module"):
         build_from_factory(f"{factory_module}:not_a_module")
 
 

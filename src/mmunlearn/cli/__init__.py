@@ -17,11 +17,20 @@ from typing import Any
 
 from ..checkpoint import FORMAT as CHECKPOINT_FORMAT
 from ..checkpoint import load_checkpoint, read_manifest
-from ..data import DATASETS, SIZES, SPLITS, build_dataset, load_dataset
-from ..data.store import cache_path, default_data_dir
+from ..data import DATASETS, LAYOUTS, SIZES, SPLITS, DatasetRef, build_dataset, load_dataset
+from ..data.store import default_data_dir
 from ..errors import CheckpointError, ConfigError, MMUnlearnError
 from ..evaluate import evaluate
-from ..forgetting import RequestSpec, completed_forget, dataset_of, forget, make_unlearner, splits_of
+from ..forgetting import (
+    RequestSpec,
+    completed_forget,
+    dataset_of,
+    forget,
+    make_unlearner,
+    original_of,
+    splits_for,
+    splits_of,
+)
 from ..models import MODELS, DualEncoder
 from ..models.protocols import kind_names
 from ..outputs import (
@@ -52,7 +61,13 @@ log = logging.getLogger("mmunlearn")
 
 def registries() -> dict[str, Registry[Any]]:
     """Every registry ``mmunlearn list`` shows, by family name."""
-    return {"datasets": DATASETS, "models": MODELS, "unlearners": UNLEARNERS, "protectors": PROTECTORS}
+    return {
+        "datasets": DATASETS,
+        "layouts": LAYOUTS,
+        "models": MODELS,
+        "unlearners": UNLEARNERS,
+        "protectors": PROTECTORS,
+    }
 
 
 # -- commands ----------------------------------------------------------------------------------------
@@ -73,7 +88,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**regs, "methods": methods}, sort_keys=True))
         return 0
-    for name in ("datasets", "models"):
+    for name in ("datasets", "layouts", "models"):
         print(f"{name}: {', '.join(regs[name]) or '(none)'}")
     for stage in sorted({m["stage"] for m in methods.values()}):
         print(f"{stage}:")
@@ -83,20 +98,28 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_data_dir(data_dir: str | None, *datasets: tuple[str, str, int], rebuild: bool = False) -> None:
+def check_data_dir(data_dir: str | None, *datasets: DatasetRef, rebuild: bool = False) -> None:
     """The dataset cache: a folder, writable when a dataset the command reads must be built (or ``rebuild``).
 
     Raises:
         ConfigError: see `mmunlearn.outputs.check_cache`.
     """
     flag = "--data-dir" if data_dir else "the dataset cache ($MMUNLEARN_DATA or the user cache)"
-    paths = [cache_path(name, size, seed, data_dir) for name, size, seed in datasets]
-    check_cache(default_data_dir(data_dir), paths, flag, rebuild=rebuild)
+    check_cache(default_data_dir(data_dir), [ref.cache_root(data_dir) for ref in datasets], flag, rebuild=rebuild)
+
+
+def dataset_arg(args: argparse.Namespace) -> DatasetRef | None:
+    """The dataset ``--dataset``/``--layout``/``--size``/``--data-seed`` name (None without ``--dataset``)."""
+    if getattr(args, "dataset", None) is None:
+        if getattr(args, "layout", None) is not None:
+            raise ConfigError("--layout needs --dataset PATH (the folder or file of the dataset on disk)")
+        return None
+    return DatasetRef.of(args.dataset, args.size, args.data_seed, args.layout)
 
 
 def cmd_data_build(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    check_data_dir(args.data_dir, (args.name, args.size, args.seed), rebuild=args.force)
+    check_data_dir(args.data_dir, DatasetRef.of(args.name, args.size, args.seed), rebuild=args.force)
     path = build_dataset(args.name, args.size, args.seed, args.data_dir, force=args.force, progress=not args.quiet)
     splits = load_dataset(args.name, args.size, args.seed, args.data_dir)
     sizes = {s: len(splits.split(s)) for s in SPLITS}
@@ -112,7 +135,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
 
 def cmd_data_ids(args: argparse.Namespace) -> int:
     """The sample ids of one split (one per line) or its identity groups with their sizes."""
-    check_data_dir(args.data_dir, (args.name, args.size, args.seed))
+    check_data_dir(args.data_dir, DatasetRef.of(args.name, args.size, args.seed))
     dataset = load_dataset(args.name, args.size, args.seed, args.data_dir, progress=not args.quiet).split(args.split)
     groups = {kind: dict(sorted(Counter(names).items())) for kind, names in dataset.groups.items()}
     if args.json:
@@ -134,8 +157,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     device = str(resolve_device(args.device))
     found = check_output_folder(args.out, CHECKPOINT_FORMAT)
-    DATASETS.get(args.dataset)
-    check_data_dir(args.data_dir, (args.dataset, args.size, args.data_seed))
+    ref = dataset_arg(args)
+    assert ref is not None  # --dataset is required
+    check_data_dir(args.data_dir, ref)
     if found.what == FORGET_RUN and not args.overwrite:
         refuse_existing(args.out, found)
     if args.overwrite:
@@ -150,6 +174,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides=overrides,
         device=device,
         progress=not args.quiet,
+        layout=args.layout,
+        init=args.init,
     )
     record = RunRecord(
         "train",
@@ -163,7 +189,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**record.to_dict(), "out": str(args.out), "resumed_from_epoch": result.resumed_from}))
     else:
-        print(f"trained {result.model.kind} on {args.dataset} ({args.size}) in {result.seconds:.1f} s -> {args.out}")
+        print(
+            f"trained {result.model.kind} on {args.dataset} ({args.layout or args.size}) in {result.seconds:.1f} s -> {args.out}"
+        )
         print(metrics_table(metrics))
     return 0
 
@@ -173,7 +201,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_data_dir(args.data_dir, dataset_of(read_manifest(args.model)))
     ckpt = load_checkpoint(args.model, map_location=device)
     prov = ckpt.manifest["provenance"]
-    splits = splits_of(ckpt.manifest, args.data_dir)
+    splits = splits_for(ckpt.model, splits_of(ckpt.manifest, args.data_dir))
     if isinstance(ckpt.model, DualEncoder) and splits.vocab != ckpt.model.tokenizer.vocab:
         raise CheckpointError(f"the tokenizer saved with {args.model} does not match dataset {splits.name!r}")
     chosen = {s: splits.split(s) for s in args.splits}
@@ -195,7 +223,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device))
     if inspect_folder(out).format is not None:
         raise ConfigError(f"--out {out} holds {inspect_folder(out).what}; the demo needs a folder of its own")
-    check_data_dir(args.data_dir, ("av-digits", args.size, 0))
+    check_data_dir(args.data_dir, DatasetRef.of("av-digits", args.size, 0))
     say = (lambda *_: None) if args.json else print
     say(f"mmunlearn demo: av-digits ({args.size}): train, forget the images of 10% of the training samples")
     say(f"with CCU, retrain from scratch without them, compare.  Outputs in {out}/")
@@ -243,10 +271,16 @@ def cmd_forget(args: argparse.Namespace) -> int:
     overrides = parse_sets(args.set or [])
     device = str(resolve_device(args.device))
     found = check_output_folder(args.out, CHECKPOINT_FORMAT, inputs=(args.model,))
-    manifest = read_manifest(args.model)
+    data = dataset_arg(args)
+    own = args.model_factory is not None or data is not None
+    if own:  # a user's module or a model that records no data: loaded now, to check it and name its data
+        check_data_dir(args.data_dir, *([data] if data else []))
+        manifest = original_of(args.model, factory=args.model_factory, dataset=data, data_dir=args.data_dir)[1]
+    else:
+        manifest = read_manifest(args.model)
     make_unlearner(args.method, manifest, args.seed, overrides, False)  # config checked before any work
     check_data_dir(args.data_dir, dataset_of(manifest))
-    if found.format is not None and not args.overwrite:
+    if found.format is not None and not args.overwrite and not own:
         done = completed_forget(
             args.out, args.model, args.method, spec, seed=args.seed, overrides=overrides, data_dir=args.data_dir
         )
@@ -267,6 +301,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         original_metrics=True,
         sign_key=args.sign_key,
+        factory=args.model_factory,
+        dataset=data,
     )
     if args.json:
         before = [m.to_dict() for m in result.original_metrics or []]
@@ -335,6 +371,20 @@ def _size(p: argparse.ArgumentParser, default: str = "small") -> None:
     )
 
 
+def _data_source(p: argparse.ArgumentParser) -> None:
+    """``--layout``, ``--size`` and ``--data-seed``: what ``--dataset`` names."""
+    p.add_argument(
+        "--layout",
+        choices=LAYOUTS.names(),
+        default=None,
+        help=f"--dataset is a path in this published layout: {known(LAYOUTS.names())} (docs/data-layouts.md)",
+    )
+    _size(p)
+    p.add_argument(
+        "--data-seed", type=int, default=0, help="dataset generation seed, or the split seed on disk (default: 0)"
+    )
+
+
 def _device(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ... (default: %(default)s)"
@@ -385,9 +435,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_data_ids)
 
-    p = sub.add_parser("train", help="train the recipe model of a built-in dataset")
-    p.add_argument("--dataset", required=True, help=f"built-in dataset: {datasets}")
-    _size(p)
+    p = sub.add_parser("train", help="train the recipe model of a built-in dataset or of a dataset on disk")
+    p.add_argument("--dataset", required=True, help=f"built-in dataset: {datasets}; or a path with --layout")
+    _data_source(p)
+    p.add_argument(
+        "--init",
+        metavar="FOLDER",
+        help="train this model instead of the recipe's fresh one: our checkpoint or a Hugging Face "
+        "save_pretrained folder (CLIP, SigLIP, CLAP)",
+    )
     p.add_argument("--out", required=True, help="checkpoint folder (an unfinished run there is resumed)")
     p.add_argument(
         "--overwrite", action="store_true", help="replace the checkpoint --out holds instead of resuming or refusing"
@@ -396,7 +452,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="samples per step (default: the dataset recipe's)")
     p.add_argument("--lr", type=float, default=None, help="(peak) learning rate (default: the dataset recipe's)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
-    p.add_argument("--data-seed", type=int, default=0, help="dataset generation seed (default: %(default)s)")
     _device(p)
     _common(p)
     p.set_defaults(func=cmd_train)
@@ -416,7 +471,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("forget", help="make a trained classifier or dual encoder forget part of its training data")
-    p.add_argument("--model", required=True, help="checkpoint folder of the original model")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="the original model: our checkpoint folder, a Hugging Face save_pretrained folder (CLIP, SigLIP, "
+        "CLAP), or with --model-factory a safetensors weights file",
+    )
+    p.add_argument(
+        "--model-factory",
+        metavar="MODULE:FUNCTION",
+        help="build your own PyTorch module with this function (importable, no arguments); --model is then its "
+        "safetensors weights and --dataset its training data",
+    )
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="the training data of a model that records none (--model-factory, a Hugging Face folder): a "
+        "built-in name, or a path with --layout",
+    )
+    _data_source(p)
     p.add_argument("--method", required=True, help=f"unlearning method: {known(UNLEARNERS.names())}")
     sel = p.add_mutually_exclusive_group(required=True)
     sel.add_argument("--forget-fraction", type=float, help="a seeded random share of the training samples, in (0, 1)")

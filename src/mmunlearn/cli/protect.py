@@ -12,8 +12,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..data import DATASETS, SIZES
-from ..data.store import cache_path, default_data_dir
+from ..data import DATASETS, LAYOUTS, SIZES, DatasetRef
+from ..data.store import default_data_dir
 from ..errors import ConfigError, DataError
 from ..outputs import Found, check_cache, check_output_folder, clear_output, refuse_existing
 from ..overrides import parse_sets, parse_value
@@ -52,14 +52,13 @@ def check_protect_args(args: argparse.Namespace) -> tuple[dict[str, Any], Found]
     if args.method not in PROTECTORS:
         raise ConfigError(f"unknown protector {args.method!r}; known protectors: {', '.join(PROTECTORS.names())}")
     PROTECTORS.create(args.method, **overrides)
-    if args.dataset not in DATASETS:
+    if args.layout is None and args.dataset not in DATASETS:
         raise DataError(f"unknown dataset {args.dataset!r}; built-in datasets: {', '.join(DATASETS.names())}")
     if args.data_seed < 0:
         raise ConfigError(f"--data-seed must be >= 0, got {args.data_seed}")
+    ref = DatasetRef.of(args.dataset, args.size, args.data_seed, args.layout)
     flag = "--data-dir" if args.data_dir else "the dataset cache"
-    check_cache(
-        default_data_dir(args.data_dir), [cache_path(args.dataset, args.size, args.data_seed, args.data_dir)], flag
-    )
+    check_cache(default_data_dir(args.data_dir), [ref.cache_root(args.data_dir)], flag)
     return overrides, check_output_folder(args.out, PROTECTED_FORMAT)
 
 
@@ -68,7 +67,8 @@ def same_protection(found: Found, args: argparse.Namespace, overrides: dict[str,
     manifest = found.manifest or {}
     config = PROTECTORS.create(args.method, **overrides).config.to_dict()
     source = manifest.get("source")
-    wanted = {"dataset": args.dataset, "size": args.size, "data_seed": args.data_seed, "split": "train"}
+    ref = DatasetRef.of(args.dataset, args.size, args.data_seed, args.layout)
+    wanted = {**ref.provenance(), "split": "train"}
     return (
         manifest.get("method") == args.method
         and manifest.get("config") == json.loads(json.dumps(config))
@@ -99,6 +99,7 @@ def cmd_protect(args: argparse.Namespace) -> int:
         overrides=overrides,
         data_dir=args.data_dir,
         progress=not args.quiet,
+        layout=args.layout,
     )
     summary = {
         "method": protected.method,
@@ -127,8 +128,8 @@ def cmd_protect(args: argparse.Namespace) -> int:
 def cmd_victim(args: argparse.Namespace) -> int:
     """Train a victim on a saved protection and print its clean-test retrieval beside chance."""
     source = read_protected_manifest(args.protected).get("source") or {}
-    if source.get("dataset") in DATASETS:
-        need = cache_path(source["dataset"], source.get("size", "small"), source.get("data_seed", 0), args.data_dir)
+    if "dataset" in source:
+        need = DatasetRef.from_provenance(source).cache_root(args.data_dir)
         check_cache(default_data_dir(args.data_dir), [need], "--data-dir" if args.data_dir else "the dataset cache")
     config = VictimConfig(
         seed=args.seed,
@@ -162,8 +163,16 @@ def retrieval_table(metrics: Sequence[MetricResult]) -> str:
 def add_commands(subparsers: Any) -> None:
     """Add ``protect`` and ``victim`` to the main parser's subparsers (``parser.add_subparsers(...)``)."""
     captions = [n for n in DATASETS.names() if "text" in getattr(DATASETS.get(n), "modalities", ())]
-    p = subparsers.add_parser("protect", help="make a built-in caption dataset unlearnable (noise + trigger)")
-    p.add_argument("--dataset", required=True, help=f"built-in caption dataset: {_known(captions)}")
+    p = subparsers.add_parser("protect", help="make a caption dataset unlearnable (noise + trigger)")
+    p.add_argument(
+        "--dataset", required=True, help=f"built-in caption dataset: {_known(captions)}; or a path with --layout"
+    )
+    p.add_argument(
+        "--layout",
+        choices=[n for n in LAYOUTS.names() if not n.startswith("av-")],
+        default=None,
+        help="--dataset is a path in this published image-caption layout (docs/data-layouts.md)",
+    )
     p.add_argument(
         "--size", choices=SIZES, default="small", help=f"dataset size: {_known(SIZES)} (default: %(default)s)"
     )

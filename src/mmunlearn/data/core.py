@@ -76,7 +76,7 @@ class MultimodalDataset:
 
     Args:
         ids: unique sample ids.
-        inputs: modality -> tensor with ``len(ids)`` rows. uint8 images are converted to float in [0, 1].
+        inputs: modality -> tensor with ``len(ids)`` rows. uint8 images and videos are converted to float in [0, 1].
         labels: int64 labels (N,) or None.
         captions: raw captions or None.
         groups: group kind -> per-sample group names.
@@ -102,7 +102,7 @@ class MultimodalDataset:
         n = len(self.ids)
         if len(set(self.ids)) != n:
             raise DataError(f"dataset {name!r} has duplicate sample ids")
-        self.inputs = {m: _as_float_image(t) if m == "image" else t for m, t in inputs.items()}
+        self.inputs = {m: _as_float_image(t) if m in ("image", "video") else t for m, t in inputs.items()}
         for m, t in self.inputs.items():
             if m not in MODALITIES:
                 raise DataError(f"unknown modality {m!r}; known modalities: {', '.join(MODALITIES)}")

@@ -158,7 +158,7 @@ def _cache_blobs(built: BuiltData) -> Iterator[tuple[str, bytes]]:
     yield "meta.json", json_bytes({"vocab": built.vocab, "text_len": built.text_len, "meta": built.meta})
 
 
-def load_dataset(
+def load_builtin(
     name: str,
     size: str = "small",
     seed: int = 0,

@@ -1,6 +1,7 @@
 """Scenario A metric suite: visual unlearning in an audio-visual classifier.
 
-Every figure is a `MetricResult`; the forgetting metrics have ``higher_is_better=None`` because their
+The forgotten modality the metrics look at is the request's visual modality, image or video
+(`forget_modality_of`); the other modalities of the model are the kept ones. Every figure is a `MetricResult`; the forgetting metrics have ``higher_is_better=None`` because their
 target is the retrained model's value, not an extreme. `gap_to_retrain` turns a method's records and
 retrain's into the headline "Avg. Gap".
 """
@@ -8,6 +9,7 @@ retrain's into the headline "Avg. Gap".
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -26,20 +28,38 @@ from .outputs import LogitCache
 REQUIRES = (Classifier,)
 """The model protocol the scenario-A suite needs."""
 METRIC_NAMES = SCENARIO_A_METRICS
+VISUAL_MODALITIES = ("image", "video")
+"""The visual modalities, in the order `forget_modality_of` prefers them."""
 __all__ = [
     "DEFAULT_RELEARN",
     "HEADLINE",
     "METRIC_NAMES",
+    "VISUAL_MODALITIES",
     "RelearnConfig",
     "ScenarioAData",
+    "forget_modality_of",
     "gap_to_retrain",
     "scenario_a_metrics",
 ]
 
 
+def forget_modality_of(modalities: Iterable[str]) -> str:
+    """The modality whose forgetting the metrics measure: the request's visual modality (image, else video),
+    else the first forgotten modality in sorted order (e.g. audio for an audio-only request).
+
+    Raises:
+        ValueError: no modality is given.
+    """
+    mods = set(modalities)
+    if not mods:
+        raise ValueError("a request forgets at least one modality")
+    return next((m for m in VISUAL_MODALITIES if m in mods), None) or sorted(mods)[0]
+
+
 @dataclass(frozen=True)
 class RelearnConfig:
-    """Relearning attack: fine-tune a copy on half of U's images, test on the other half of U's images.
+    """Relearning attack: fine-tune a copy on half of U's forgotten-modality inputs (images or videos), test
+    on the other half.
 
     The attack is deliberately gentle (a few small Adam steps on the forget-modality logits, normalisation
     statistics frozen): a stronger one (20 steps at 1e-3 on 10% of U) wrecked every model, the original
@@ -65,7 +85,9 @@ DEFAULT_RELEARN = RelearnConfig()
 
 @dataclass(frozen=True)
 class ScenarioAData:
-    """The data of one request: U, the true retain set R, the test split and the validation split."""
+    """The data of one request: U, the true retain set R, the test split, the validation split and the
+    forgotten modality the metrics measure (see `forget_modality_of`: ``"image"`` or ``"video"`` for
+    visual unlearning)."""
 
     unlearn: MultimodalDataset
     retain: MultimodalDataset

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -312,7 +313,7 @@ def _prompt_ids(model: Any, data: MultimodalDataset, texts: list[str]) -> Tensor
     retokenize = getattr(model, "retokenize", None)
     if callable(retokenize):
         return retokenize(texts, data.inputs["text"].shape[1])
-    return WordTokenizer(data.vocab, data.inputs["text"].shape[1]).encode(texts)
+    return WordTokenizer(data.vocab or [], data.inputs["text"].shape[1]).encode(texts)
 
 
 def zero_shot(model: DualEncoderModel | EmbeddingCache, d: ScenarioCData) -> list[MetricResult]:

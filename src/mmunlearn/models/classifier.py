@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..configs import make_config
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .base import MODELS, MultimodalModel
-from .encoders import ConvEncoder
+from .encoders import VIDEO_POOLINGS, ConvEncoder, VideoEncoder
 
 
 @dataclass(frozen=True)
@@ -20,13 +20,16 @@ class ClassifierConfig:
     """Architecture and training-objective knobs of `MultimodalClassifier`.
 
     Attributes:
-        input_shapes: modality -> shape of one input, e.g. ``{"image": [1, 32, 32], "audio": [40, 64]}``.
+        input_shapes: modality -> shape of one input, e.g. ``{"image": [1, 32, 32], "audio": [40, 64]}``; a
+            video is ``[T, C, H, W]`` (e.g. ``{"video": [8, 1, 32, 32], "audio": [40, 64]}``).
         num_classes: number of classes.
         feat_dim: feature size of each modality encoder.
         width: channels of the first conv block.
         modality_dropout: probability that a training sample loses one of its modalities (never all),
             so that each modality alone must predict and the unimodal logits mean something.
         unimodal_weight: weight of the unimodal cross-entropy terms added to the fused one.
+        video_pooling: how the video encoder pools its per-frame features over time: ``"mean"`` or a learned
+            ``"attention"`` (see `VideoEncoder`); unused without video.
     """
 
     input_shapes: dict[str, Any]
@@ -35,6 +38,16 @@ class ClassifierConfig:
     width: int = 32
     modality_dropout: float = 0.3
     unimodal_weight: float = 0.5
+    video_pooling: str = "mean"
+
+    def __post_init__(self) -> None:
+        if self.video_pooling not in VIDEO_POOLINGS:
+            raise ConfigError(
+                f"unknown video_pooling {self.video_pooling!r}; choose one of {', '.join(VIDEO_POOLINGS)}"
+            )
+        video = self.input_shapes.get("video")
+        if video is not None and len(video) != 4:
+            raise ConfigError(f"input_shapes['video'] must be [T, C, H, W], got {list(video)}")
 
 
 @MODELS.register("multimodal-classifier")
@@ -57,8 +70,12 @@ class MultimodalClassifier(MultimodalModel):
         self.head = nn.Linear(c.feat_dim * len(self.modalities), c.num_classes)
 
     def _encoder(self, modality: str, shape: tuple[int, ...]) -> nn.Module:
+        """The encoder of one modality: per-frame conv + temporal pooling for video, a conv net otherwise."""
+        c = self.config
+        if modality == "video":
+            return VideoEncoder(shape, c.feat_dim, c.width, c.video_pooling)  # type: ignore[arg-type]
         in_shape = shape if len(shape) == 3 else (1, *shape)
-        return ConvEncoder(in_shape, self.config.feat_dim, self.config.width, standardize=modality == "audio")  # type: ignore[arg-type]
+        return ConvEncoder(in_shape, c.feat_dim, c.width, standardize=modality == "audio")  # type: ignore[arg-type]
 
     def embed(self, batch: dict[str, Tensor], modality: str) -> Tensor:
         """Features of one modality, ignoring its presence mask.

@@ -1,11 +1,16 @@
-"""Small encoders that run fast on a laptop CPU: a conv net for images and log-mel spectrograms, a small
-residual net for images (a second image architecture, for transfer experiments), and a tiny transformer
-for word-id sequences."""
+"""Small encoders that run fast on a laptop CPU: a conv net for images and log-mel spectrograms, a per-frame
+conv net with temporal pooling for short videos, a small residual net for images (a second image
+architecture, for transfer experiments), and a tiny transformer for word-id sequences."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from ..errors import ConfigError, DataError
+
+VIDEO_POOLINGS = ("mean", "attention")
+"""How `VideoEncoder` pools its per-frame features over time."""
 
 
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
@@ -63,6 +68,63 @@ class ConvEncoder(nn.Module):
         if any(self.pad):
             x = nn.functional.pad(x, (0, self.pad[0], 0, self.pad[1]))
         return self.proj(self.blocks(x).flatten(1))
+
+
+class VideoEncoder(nn.Module):
+    """A `ConvEncoder` applied to every frame (shared weights), then pooled over time.
+
+    Pooling ``"mean"`` averages the frame features; ``"attention"`` weighs them by a softmax over frames of a
+    learned score (a small tanh MLP of each frame's features, attention-based MIL pooling), so the model can
+    attend to the frames that show the most.
+
+    Args:
+        in_shape: (T, C, H, W) of one clip (the weights do not depend on T: clips of any length are accepted).
+        out_dim: feature size.
+        width: channels of the first conv block of the frame encoder.
+        pooling: ``"mean"`` or ``"attention"``.
+
+    Raises:
+        ConfigError: an unknown ``pooling``.
+    """
+
+    def __init__(
+        self, in_shape: tuple[int, int, int, int], out_dim: int, width: int = 32, pooling: str = "mean"
+    ) -> None:
+        super().__init__()
+        if pooling not in VIDEO_POOLINGS:
+            raise ConfigError(f"unknown video pooling {pooling!r}; choose one of {', '.join(VIDEO_POOLINGS)}")
+        _, c, h, w = in_shape
+        self.pooling = pooling
+        self.frames = ConvEncoder((c, h, w), out_dim, width)
+        self.score = (
+            nn.Sequential(nn.Linear(out_dim, out_dim), nn.Tanh(), nn.Linear(out_dim, 1))
+            if pooling == "attention"
+            else None
+        )
+
+    def frame_features(self, x: Tensor) -> Tensor:
+        """Per-frame features of clips (B, T, C, H, W) float in [0, 1]. Returns (B, T, out_dim).
+
+        Raises:
+            DataError: the input is not 5-dimensional.
+        """
+        if x.dim() != 5:
+            raise DataError(f"video input must be (B, T, C, H, W), got shape {tuple(x.shape)}")
+        b, t = x.shape[:2]
+        return self.frames(x.flatten(0, 1)).view(b, t, -1)
+
+    def frame_weights(self, feats: Tensor) -> Tensor:
+        """Pooling weights (B, T) of per-frame features (B, T, D): uniform for mean pooling."""
+        if self.score is None:
+            return feats.new_full(feats.shape[:2], 1.0 / feats.shape[1])
+        return torch.softmax(self.score(feats).squeeze(-1), dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Encode a batch of clips (B, T, C, H, W). Returns (B, out_dim) features."""
+        feats = self.frame_features(x)
+        if self.score is None:
+            return feats.mean(1)
+        return (self.frame_weights(feats).unsqueeze(-1) * feats).sum(1)
 
 
 class ResidualBlock(nn.Module):

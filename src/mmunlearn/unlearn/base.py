@@ -50,6 +50,7 @@ from ..configs import config_defaults, make_config
 from ..data.core import MultimodalDataset, data_fingerprint
 from ..data.request import ForgetRequest
 from ..errors import ConfigError, DataError, DivergenceError
+from ..metrics.scenario_a import forget_modality_of
 from ..models.protocols import Classifier, DualEncoderModel, require
 from ..optim import (
     OptimConfig,
@@ -122,8 +123,8 @@ class UnlearnData:
 
     @property
     def forget_modality(self) -> str:
-        """The modality the forgetting metrics look at (image when it is forgotten)."""
-        return "image" if "image" in self.modalities else sorted(self.modalities)[0]
+        """The modality the forgetting metrics look at: the visual one (image, else video) when it is forgotten."""
+        return forget_modality_of(self.modalities)
 
 
 S = TypeVar("S")
