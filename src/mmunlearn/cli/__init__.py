@@ -114,7 +114,7 @@ def dataset_arg(args: argparse.Namespace) -> DatasetRef | None:
         if getattr(args, "layout", None) is not None:
             raise ConfigError("--layout needs --dataset PATH (the folder or file of the dataset on disk)")
         return None
-    return DatasetRef.of(args.dataset, args.size, args.data_seed, args.layout)
+    return DatasetRef.of(args.dataset, args.size, args.data_seed, args.layout, args.skip_bad)
 
 
 def cmd_data_build(args: argparse.Namespace) -> int:
@@ -378,6 +378,11 @@ def _data_source(p: argparse.ArgumentParser) -> None:
         choices=LAYOUTS.names(),
         default=None,
         help=f"--dataset is a path in this published layout: {known(LAYOUTS.names())} (docs/data-layouts.md)",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="with --layout: skip unreadable images and sounds (they are listed) instead of stopping",
     )
     _size(p)
     p.add_argument(

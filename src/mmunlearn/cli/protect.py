@@ -10,18 +10,20 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ..data import DATASETS, LAYOUTS, SIZES, DatasetRef
 from ..data.store import default_data_dir
-from ..errors import ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DataError
 from ..outputs import Found, check_cache, check_output_folder, clear_output, refuse_existing
 from ..overrides import parse_sets, parse_value
 from ..protection import protect_builtin, victim_from_dir
-from ..protectors import PROTECTORS
+from ..protectors import PROTECTORS, ProtectedDataset
 from ..protectors.defences import DEFENCES
 from ..protectors.protected import FORMAT as PROTECTED_FORMAT
 from ..protectors.protected import read_protected_manifest
+from ..publish import export_protected
 from ..results import MetricResult, RunRecord
 from ..textfmt import format_table
 from ..versions import versions
@@ -59,7 +61,34 @@ def check_protect_args(args: argparse.Namespace) -> tuple[dict[str, Any], Found]
     ref = DatasetRef.of(args.dataset, args.size, args.data_seed, args.layout)
     flag = "--data-dir" if args.data_dir else "the dataset cache"
     check_cache(default_data_dir(args.data_dir), [ref.cache_root(args.data_dir)], flag)
+    _check_export_folder(args)
     return overrides, check_output_folder(args.out, PROTECTED_FORMAT)
+
+
+def _check_export_folder(args: argparse.Namespace) -> None:
+    """``--export`` must be a new or empty folder (or ``--overwrite``), and not the ``--out`` folder.
+
+    Raises:
+        CheckpointError: it is not.
+    """
+    export = getattr(args, "export", None)
+    if export is None:
+        return
+    path = Path(export)
+    if path.resolve() == Path(args.out).resolve():
+        raise CheckpointError(f"--export {export} must differ from --out (the export is a dataset, not a protection)")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not args.overwrite:
+        raise CheckpointError(f"--export {export} is not an empty folder; --overwrite replaces it")
+
+
+def _export(args: argparse.Namespace, protected: ProtectedDataset) -> None:
+    """Write the publishable files of ``protected`` to ``--export`` (when given) and say so."""
+    if getattr(args, "export", None) is None:
+        return
+    out = export_protected(protected, args.export, data_dir=args.data_dir, overwrite=args.overwrite)
+    if not args.json:
+        print(f"exported the protected dataset to {out} (check it: mmunlearn verify-protection --original "
+              f"{args.dataset} --protected {out})")  # fmt: skip
 
 
 def same_protection(found: Found, args: argparse.Namespace, overrides: dict[str, Any]) -> bool:
@@ -87,6 +116,7 @@ def cmd_protect(args: argparse.Namespace) -> int:
         print(json.dumps({"out": str(args.out), "already_complete": True}) if args.json else
               f"{args.out} already holds this {args.method} protection, complete; nothing to do "
               "(--overwrite makes it again)")  # fmt: skip
+        _export(args, ProtectedDataset.load(args.out))
         return 0
     if args.overwrite:
         clear_output(args.out, found)
@@ -113,8 +143,10 @@ def cmd_protect(args: argparse.Namespace) -> int:
         "seconds": protected.stats.get("seconds"),
         "bytes": protected.nbytes,
         "out": str(args.out),
+        "export": None if args.export is None else str(args.export),
     }
     if args.json:
+        _export(args, protected)
         print(json.dumps({**summary, "wall_seconds": time.perf_counter() - t0, "versions": versions()}))
         return 0
     eps = f"{protected.epsilon * 255:.0f}/255" if protected.epsilon else "-"
@@ -122,6 +154,7 @@ def cmd_protect(args: argparse.Namespace) -> int:
         f"protected {len(protected)} pairs of {args.dataset} ({args.size}) with {protected.method} "
         f"(epsilon {eps}, trigger {protected.trigger_len} tokens) in {summary['seconds']:.1f} s -> {args.out}"
     )
+    _export(args, protected)
     return 0
 
 
@@ -180,6 +213,12 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--out", required=True, help="folder for the protection (noise, triggers, manifest)")
     p.add_argument(
         "--overwrite", action="store_true", help="replace the protection of another run that --out holds (else refused)"
+    )
+    p.add_argument(
+        "--export",
+        default=None,
+        metavar="DIR",
+        help="also write the protected dataset as publishable files in the input's layout (docs/data-layouts.md)",
     )
     p.add_argument("--epsilon", default=None, help="L-inf noise budget in pixel units, e.g. 0.0314 or 8/255")
     p.add_argument("--trigger-len", type=int, default=None, help="trigger tokens per caption")

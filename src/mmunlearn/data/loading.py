@@ -22,6 +22,7 @@ def load_dataset(
     *,
     progress: bool = False,
     layout: str | None = None,
+    skip_bad: bool = False,
 ) -> DatasetSplits:
     """Load a built-in dataset (built on first use, then cached), or with ``layout`` the dataset at path ``name``.
 
@@ -34,12 +35,14 @@ def load_dataset(
         progress: show a progress bar while building or decoding.
         layout: a name of `mmunlearn.data.LAYOUTS` (karpathy, coco, imagefolder, csv, av-frames, av-csv): the
             files are read with `mmunlearn.data.layouts.load_layout` at its default options.
+        skip_bad: with ``layout``: skip unreadable images and sounds (listed in a warning and in
+            ``meta["skipped"]``) instead of failing.
 
     Returns:
         The train, val and test splits.
     """
     if layout is not None:
-        return load_layout(name, layout, seed=seed, data_dir=data_dir, progress=progress)
+        return load_layout(name, layout, seed=seed, data_dir=data_dir, progress=progress, skip_bad=skip_bad)
     return load_builtin(name, size, seed, data_dir, progress=progress)
 
 
@@ -52,15 +55,19 @@ class DatasetRef:
         size: built-in size (``"small"`` or ``"full"``); ``"full"`` for a dataset on disk.
         seed: generation seed of a built-in set; the split seed of a dataset on disk.
         layout: `LAYOUTS` name for a dataset on disk, None for a built-in set.
+        skip_bad: on disk: unreadable images and sounds are skipped (and listed) instead of failing.
     """
 
     name: str
     size: str = "small"
     seed: int = 0
     layout: str | None = None
+    skip_bad: bool = False
 
     @classmethod
-    def of(cls, name: str, size: str = "small", seed: int = 0, layout: str | None = None) -> DatasetRef:
+    def of(
+        cls, name: str, size: str = "small", seed: int = 0, layout: str | None = None, skip_bad: bool = False
+    ) -> DatasetRef:
         """A checked reference (names resolved before any work).
 
         Raises:
@@ -78,24 +85,27 @@ class DatasetRef:
         path = Path(name).expanduser()
         if not path.exists():
             raise DataError(f"dataset path {path} does not exist (--dataset with --layout {layout} names a path)")
-        return cls(str(path.resolve()), "full", seed, layout)
+        return cls(str(path.resolve()), "full", seed, layout, skip_bad)
 
     @classmethod
     def from_provenance(cls, provenance: dict[str, Any]) -> DatasetRef:
         """The reference a provenance records (``dataset``, ``size``, ``data_seed`` and, on disk, ``layout``)."""
         return cls.of(
             provenance["dataset"], provenance.get("size", "small"), provenance.get("data_seed", 0),
-            provenance.get("layout"),
+            provenance.get("layout"), bool(provenance.get("skip_bad", False)),
         )  # fmt: skip
 
     def provenance(self) -> dict[str, Any]:
         """The provenance fields naming this data."""
         layout = {"layout": self.layout} if self.layout is not None else {}
-        return {"dataset": self.name, "size": self.size, "data_seed": self.seed, **layout}
+        skip = {"skip_bad": True} if self.skip_bad else {}
+        return {"dataset": self.name, "size": self.size, "data_seed": self.seed, **layout, **skip}
 
     def load(self, data_dir: str | os.PathLike[str] | None = None, progress: bool = False) -> DatasetSplits:
         """The splits (see `load_dataset`)."""
-        return load_dataset(self.name, self.size, self.seed, data_dir, progress=progress, layout=self.layout)
+        return load_dataset(
+            self.name, self.size, self.seed, data_dir, progress=progress, layout=self.layout, skip_bad=self.skip_bad
+        )
 
     def cache_root(self, data_dir: str | os.PathLike[str] | None = None) -> Path:
         """The folder the cache of this data lives in (must be writable for a first load)."""

@@ -42,6 +42,7 @@ from ..models import DualEncoder, clip_loss
 from ..optim import divergence_hint, load_optimizer_tensors, optimizer_step, optimizer_tensors, weights_finite
 from ..runtime import progress
 from ..train import WorkFolder, global_rng_tensors, restore_global_rng
+from .grouping import image_leaders, tie_batch_first, tie_batch_mean, tie_to_leaders
 from .protected import FIRST_WORD_ID, add_noise, caption_lengths, noise_units, prepend_triggers
 
 log = logging.getLogger(__name__)
@@ -407,12 +408,13 @@ def hotflip(model: DualEncoder, images: Tensor, captions: Tensor, triggers: Tens
 
 # -- the loop ---------------------------------------------------------------------------------------
 def init_state(dataset: MultimodalDataset, settings: MinMinSettings, vocab: int, gen: torch.Generator) -> MinMinState:
-    """Zero noise (as in the paper) and uniformly random real-word triggers."""
+    """Zero noise (as in the paper) and uniformly random real-word triggers (one per image: `image_leaders`)."""
     n = len(dataset)
     noise = torch.zeros(dataset.inputs["image"].shape, dtype=torch.int16) if settings.epsilon is not None else None
     triggers = None
     if settings.trigger_len:
-        triggers = torch.randint(FIRST_WORD_ID, vocab, (n, settings.trigger_len), generator=gen)
+        drawn = torch.randint(FIRST_WORD_ID, vocab, (n, settings.trigger_len), generator=gen)
+        triggers = tie_to_leaders(drawn, image_leaders(dataset))
     return MinMinState(noise, triggers)
 
 
@@ -497,7 +499,8 @@ def _outer_iteration(
     """Surrogate steps, then one pass of HotFlip/PGD; True when the early stop is reached."""
     train_loss = surrogate_steps(model, opt, dataset, state, stream, settings.surrogate_steps)
     bar.update(settings.surrogate_steps)
-    figures = inner_pass(dataset, model, state, settings, it < settings.trigger_iters, vocab, stream.gen, bar)
+    flip = it < settings.trigger_iters
+    figures = inner_pass(dataset, model, state, settings, flip, vocab, stream.gen, bar, leaders=image_leaders(dataset))
     state.history.append({"iter": it + 1, "surrogate_loss": train_loss, **figures})
     bar.set_postfix(loss=f"{figures['loss']:.3f}", acc=f"{figures['accuracy']:.2f}")
     log.info("%s iteration %d: %s", desc, it + 1, state.history[-1])
@@ -558,8 +561,13 @@ def inner_pass(
     vocab: int,
     gen: torch.Generator,
     bar: Any,
+    leaders: Tensor | None = None,
 ) -> dict[str, float]:
     """One pass over the data: HotFlip (when ``flip``) then PGD on every batch.
+
+    With ``leaders`` (`mmunlearn.protectors.grouping.image_leaders`) the captions of one image share one
+    noise (the mean of their PGD updates in the batch) and one trigger (that of the image's first caption
+    in the batch), written to every caption of the image.
 
     Returns:
         The surrogate's mean batch loss and in-batch accuracy on the updated protected pairs; with noise
@@ -576,10 +584,15 @@ def inner_pass(
                 state.triggers[idx] = hotflip(
                     model, noisy, captions, state.triggers[idx], settings.hotflip_candidates, vocab
                 )
+                if leaders is not None:
+                    tie_batch_first(state.triggers, idx, leaders)
             if state.noise is not None:
                 trig = state.triggers[idx] if state.triggers is not None else None
                 delta = pgd_noise(model, images, captions, trig, state.noise[idx].float() / 255, settings, gen)
-                state.noise[idx] = (delta * 255).round().to(torch.int16)
+                if leaders is None:
+                    state.noise[idx] = (delta * 255).round().to(torch.int16)
+                else:
+                    tie_batch_mean(state.noise, idx, delta, leaders, noise_units(settings.epsilon or 0.0))
             for name, value in batch_figures(model, dataset, state, idx).items():
                 sums[name] += value * len(idx)
             count += len(idx)

@@ -10,6 +10,7 @@ import torch
 from ..data.core import MultimodalDataset
 from ..models import DualEncoder
 from .base import PROTECTORS, Generated, ProtectConfig, Protector
+from .grouping import image_leaders, tie_to_leaders
 from .protected import noise_units
 
 
@@ -28,7 +29,10 @@ class RandomNoiseConfig(ProtectConfig):
 
 @PROTECTORS.register("random_noise")
 class RandomNoise(Protector):
-    """Per-pair noise drawn uniformly from the 1/255 grid within ±epsilon, clipped to the pixel range."""
+    """Per-image noise drawn uniformly from the 1/255 grid within ±epsilon, clipped to the pixel range.
+
+    Captions of one image (``groups["image"]``) share the noise drawn for the image's first caption.
+    """
 
     name: ClassVar[str] = "random_noise"
     paper: ClassVar[str] = "control used across the unlearnable-examples literature (e.g. Huang et al., ICLR 2021)"
@@ -41,4 +45,5 @@ class RandomNoise(Protector):
         gen = torch.Generator().manual_seed(self.config.seed)
         images = dataset.inputs["image"]
         noise = torch.randint(-units, units + 1, images.shape, generator=gen).float() / 255
+        noise = tie_to_leaders(noise, image_leaders(dataset))
         return Generated(((images + noise).clamp(0, 1) - images), None)

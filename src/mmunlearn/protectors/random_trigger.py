@@ -15,6 +15,7 @@ import torch
 from ..data.core import MultimodalDataset
 from ..models import DualEncoder
 from .base import PROTECTORS, Generated, ProtectConfig, Protector, vocab_size
+from .grouping import image_leaders, tie_to_leaders
 from .protected import FIRST_WORD_ID
 
 
@@ -33,7 +34,10 @@ class RandomTriggerConfig(ProtectConfig):
 
 @PROTECTORS.register("random_trigger")
 class RandomTrigger(Protector):
-    """Per-pair triggers drawn uniformly from the real words (never [PAD] or [UNK])."""
+    """Per-image triggers drawn uniformly from the real words (never [PAD] or [UNK]).
+
+    Captions of one image (``groups["image"]``) share the trigger drawn for the image's first caption.
+    """
 
     name: ClassVar[str] = "random_trigger"
     paper: ClassVar[str] = "control for the text trigger of MEM (arXiv 2407.16307), as MEM's random initialisation"
@@ -44,4 +48,5 @@ class RandomTrigger(Protector):
         """Draw the tokens (a dedicated generator seeded by ``config.seed``)."""
         gen = torch.Generator().manual_seed(self.config.seed)
         k = self.config.trigger_len  # type: ignore[attr-defined]
-        return Generated(None, torch.randint(FIRST_WORD_ID, vocab_size(dataset), (len(dataset), k), generator=gen))
+        drawn = torch.randint(FIRST_WORD_ID, vocab_size(dataset), (len(dataset), k), generator=gen)
+        return Generated(None, tie_to_leaders(drawn, image_leaders(dataset)))

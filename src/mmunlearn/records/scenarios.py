@@ -15,22 +15,26 @@ HEADLINE = (
     ("acc_fused", "retain"),
     ("acc_fused", "test"),
     ("acc_image", "unlearn"),
+    ("acc_video", "unlearn"),
     ("acc_fused", "unlearn"),
     ("acc_audio", "unlearn"),
     ("mia_svc", "unlearn"),
 )
 
-# Every metric name the scenario-A suite can produce for an image+audio classifier forgetting images
-# (the bench config checks its ``metrics:`` list against these; a test keeps the two in step).
+# Every metric name the scenario-A suite can produce for an audio-visual classifier forgetting its images
+# or its video (the bench config checks its ``metrics:`` list against these; a test keeps the two in step).
 SCENARIO_A_METRICS = (
     "acc_fused",
     "acc_image",
+    "acc_video",
     "acc_audio",
     "mia_svc",
     "mia_svc_val",
     "mia_loss_auc",
     "retain_cka_image",
+    "retain_cka_video",
     "relearn_acc_image",
+    "relearn_acc_video",
 )
 
 # The clean-test retrieval figures of every scenario-B victim (names of `retrieval_recalls`).

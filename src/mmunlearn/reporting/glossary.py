@@ -16,6 +16,7 @@ METRIC_MEANINGS: dict[str, str] = {
     # scenario A: an image+audio classifier forgets the images of a request
     "acc_fused": "accuracy of the model's fused prediction (every modality present)",
     "acc_image": "accuracy from the image alone (the forgotten modality)",
+    "acc_video": "accuracy from the video alone (the forgotten modality of a video request)",
     "acc_audio": "accuracy from the audio alone (the kept modality)",
     "mia_svc": "membership attack on the forgotten modality (SalUn's SVC on confidences; retain = members, "
     "test = non-members): share of the samples judged members",
@@ -25,6 +26,10 @@ METRIC_MEANINGS: dict[str, str] = {
     "indistinguishable)",
     "retain_cka_image": "linear CKA between the original's and this model's image features on retain samples "
     "(1 = unchanged)",
+    "retain_cka_video": "linear CKA between the original's and this model's video features on retain samples "
+    "(1 = unchanged)",
+    "relearn_acc_video": "video accuracy on half of U after a short fine-tune on the other half (relearning "
+    "attack on a video request)",
     "relearn_acc_image": "image accuracy on half of U after a short fine-tune on the other half (relearning "
     "attack): how fast forgotten knowledge comes back",
     # scenario B: the victim's retrieval on clean test pairs, after training on protected data

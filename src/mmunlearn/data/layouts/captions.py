@@ -48,7 +48,7 @@ def caption_items(entries: Iterable[tuple[str, str, str | None]]) -> list[Item]:
 
 
 # -- karpathy -------------------------------------------------------------------------------------------
-def _karpathy_file(path: Path) -> Path:
+def karpathy_file(path: Path) -> Path:
     """The split file: ``path`` itself or the one ``dataset_*.json`` in the folder ``path``."""
     if path.is_file():
         return path
@@ -61,7 +61,7 @@ def _karpathy_file(path: Path) -> Path:
     return found[0]
 
 
-def _karpathy_entries(file: Path, data: Any) -> list[tuple[str, str, list[str]]]:
+def karpathy_entries(file: Path, data: Any) -> list[tuple[str, str, list[str]]]:
     """(image path under its folder, split, captions) of each entry of the split file."""
     images = field(file, "the top level", data, "images", list, "list")
     out = []
@@ -81,7 +81,7 @@ def _karpathy_entries(file: Path, data: Any) -> list[tuple[str, str, list[str]]]
     return out
 
 
-def _karpathy_image_folder(root: Path, rels: Sequence[str], file: Path) -> str:
+def karpathy_image_folder(root: Path, rels: Sequence[str], file: Path) -> str:
     """The folder (relative to ``root``) the split file's image paths are relative to."""
     probe = rels[:50]
     for folder in KARPATHY_IMAGE_FOLDERS:
@@ -106,12 +106,12 @@ class Karpathy(Layout):
 
     def parse(self, path: Path, options: LayoutOptions) -> Plan:
         """See `Layout.parse`."""
-        file = _karpathy_file(path)
+        file = karpathy_file(path)
         root = file.parent
-        entries = _karpathy_entries(file, read_json(file, "a Karpathy split file {'images': [...]}"))
+        entries = karpathy_entries(file, read_json(file, "a Karpathy split file {'images': [...]}"))
         if not entries:
             raise DataError(f"{file}: 'images' is empty")
-        folder = _karpathy_image_folder(root, [e[0] for e in entries], file)
+        folder = karpathy_image_folder(root, [e[0] for e in entries], file)
         prefix = f"{folder}/" if folder else ""
         triples = [(prefix + rel, cap, split) for rel, split, caps in entries for cap in caps]
         return Plan(root, caption_items(triples), [file.name], notes={"annotations": file.name})

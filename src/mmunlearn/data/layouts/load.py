@@ -170,7 +170,9 @@ def _assemble(
     """The `DatasetSplits` of a verified cache."""
     files, rows, skipped = read_media(folder)
     if skipped and not options.skip_bad:
-        raise DataError(f"{next(iter(skipped.values()))} (skip_bad=True skips the {len(skipped)} bad file(s))")
+        raise DataError(
+            f"{next(iter(skipped.values()))} (--skip-bad or skip_bad=True skips the {len(skipped)} bad file(s))"
+        )
     kept = [it for it in plan.items if not any(r in skipped for r in _media_of(it))]
     if skipped:
         _warn_skipped(source, skipped)
