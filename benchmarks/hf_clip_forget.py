@@ -81,7 +81,7 @@ def main() -> None:
                   "--out", str(work / "original"))  # fmt: skip
     test = {m["name"]: m["value"] for m in trained["metrics"] if m["split"] == "test"}
     print(f"CLIPModel trained from random init in {trained['seconds']:.0f} s: test mean recall "
-          f"{test['mean_recall']:.3f} (chance {next(m['chance'] for m in trained['metrics'] if m['name'] == 'mean_recall'):.3f})")  # fmt: skip
+          f"{test['mean_recall']:.3f} (chance {next(m['chance'] for m in trained['metrics'] if m['name'] == 'mean_recall' and m['split'] == 'test'):.3f})")  # fmt: skip
     runs: dict[str, tuple[list[MetricResult], float]] = {}
     for method in ["retrain", *args.methods]:
         out = cli("forget", "--model", str(work / "original"), "--method", method, "--concept", args.concept,

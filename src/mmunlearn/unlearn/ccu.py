@@ -19,7 +19,8 @@ ccu.md, "Dual encoders"): (a) each forget image is contrasted against its own ca
 towards the retained captions it resembles most, each forget caption likewise; (b) the retain batch's
 retrieval distributions follow the original's; (c) the retained pairs' contrastive loss counts the forget
 embeddings as negatives; and the calibration matches U's true-pair cosines quantile by quantile against
-the validation split's, (a) acting only on pairs still above their match. It runs at ``pairs_lr``.
+the validation split's, (a) weighting each pair by its excess over its match (0 once reached). It runs
+``pairs_epochs`` at ``pairs_lr`` times U's initial mean excess.
 """
 
 from __future__ import annotations
