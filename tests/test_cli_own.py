@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import save_file
 
 import mmunlearn
-from mmunlearn.cli import main
 from data.layout_fixtures import write_image
+from mmunlearn.cli import main
 
 USER_MODULE = '''
 from torch import nn
