@@ -334,4 +334,7 @@ def test_data_ids_groups_and_json(capsys):
 def test_data_ids_bad_name(capsys):
     code, _, err = run(capsys, "data", "ids", "nope", "--quiet")
     assert code == 2
-    assert err.strip() == "error: unknown dataset 'nope'; known datasets: av-digits, av-digits-video, emoji-captions, shapes-captions"
+    assert (
+        err.strip()
+        == "error: unknown dataset 'nope'; known datasets: av-digits, av-digits-video, emoji-captions, shapes-captions"
+    )

@@ -15,7 +15,7 @@ import mmunlearn
 from data.layout_fixtures import write_image
 from mmunlearn.cli import main
 
-USER_MODULE = '''
+USER_MODULE = """
 from torch import nn
 import mmunlearn
 
@@ -31,7 +31,7 @@ def build():
     net = MyAVNet()
     return mmunlearn.ClassifierAdapter(encoders={"image": net.vision, "audio": net.hearing}, head=net.classifier,
                                        feature_dims={"image": 16, "audio": 16}, network=net)
-'''
+"""
 
 
 WORDS = ["red", "blue", "green", "cat", "dog", "tree", "car", "house"]
