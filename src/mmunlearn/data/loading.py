@@ -74,8 +74,10 @@ class DatasetRef:
             UnknownNameError: an unknown built-in dataset or layout (the known ones are listed).
             DataError: a negative seed, an unknown size, or a dataset path that does not exist.
         """
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise DataError(f"the data seed must be an integer >= 0, got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise DataError(f"the data seed must be an integer, got {seed!r}")
+        if seed < 0:
+            raise DataError(f"seed must be non-negative, got {seed}")
         if layout is None:
             DATASETS.get(name)
             if size not in SIZES:
