@@ -111,3 +111,5 @@ def test_a_hugging_face_clip_folder_is_trained_and_forgotten(tmp_path, capsys):
     code, forgot = run(capsys, "forget", "--model", str(clip), "--dataset", "shapes-captions", "--method",
                        "finetune", "--set", "epochs=1", "--forget-fraction", "0.1", "--out", str(tmp_path / "g"))  # fmt: skip
     assert code == 0 and forgot["request"]["n_ids"] > 0
+    code, evaluated = run(capsys, "eval", "--model", str(clip), "--dataset", "shapes-captions", "--splits", "test")
+    assert code == 0 and {m["split"] for m in evaluated["metrics"]} == {"test"}

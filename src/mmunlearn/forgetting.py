@@ -161,11 +161,14 @@ def original_of(
     dataset: DatasetRef | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     device: str = "cpu",
+    replace: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     """The original model and its manifest: a checkpoint folder (ours or a Hugging Face ``save_pretrained``
     one), or with ``factory`` (``package.module:function``) the user's module with the safetensors weights
     at ``model_path``. ``dataset`` names the training data when the model records none (a factory model
     or a Hugging Face folder); then the dataset's recipe stands in for the training recipe (retrain).
+    ``replace``: ``dataset`` replaces the data the model records (evaluation on other data) instead of
+    having to agree with it.
 
     Raises:
         CheckpointError: unreadable weights, or no dataset named anywhere.
@@ -179,6 +182,8 @@ def original_of(
         model, manifest = ckpt.model, ckpt.manifest
     if dataset is not None:
         recorded = manifest.get("provenance", {})
+        if replace:
+            recorded = {k: v for k, v in recorded.items() if k not in ("dataset", "size", "data_seed", "layout")}
         if "dataset" in recorded and DatasetRef.from_provenance(recorded) != dataset:
             raise CheckpointError(
                 f"{model_path} records its training data ({recorded['dataset']}); --dataset names another one"

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..checkpoint import FORMAT as CHECKPOINT_FORMAT
-from ..checkpoint import load_checkpoint, read_manifest
+from ..checkpoint import read_manifest
 from ..data import DATASETS, LAYOUTS, SIZES, SPLITS, DatasetRef, build_dataset, load_dataset
 from ..data.store import default_data_dir
 from ..errors import CheckpointError, ConfigError, MMUnlearnError
@@ -197,15 +197,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
-    check_data_dir(args.data_dir, dataset_of(read_manifest(args.model)))
-    ckpt = load_checkpoint(args.model, map_location=device)
-    prov = ckpt.manifest["provenance"]
-    splits = splits_for(ckpt.model, splits_of(ckpt.manifest, args.data_dir))
-    if isinstance(ckpt.model, DualEncoder) and splits.vocab != ckpt.model.tokenizer.vocab:
+    device = str(resolve_device(args.device))
+    data = dataset_arg(args)
+    if data is None:
+        check_data_dir(args.data_dir, dataset_of(read_manifest(args.model)))
+    else:  # a model that records no data (a Hugging Face folder), or evaluated on other data
+        check_data_dir(args.data_dir, data)
+    model, manifest = original_of(args.model, dataset=data, data_dir=args.data_dir, device=device, replace=True)
+    prov = manifest["provenance"]
+    splits = splits_for(model, splits_of(manifest, args.data_dir))
+    if isinstance(model, DualEncoder) and splits.vocab != model.tokenizer.vocab:
         raise CheckpointError(f"the tokenizer saved with {args.model} does not match dataset {splits.name!r}")
     chosen = {s: splits.split(s) for s in args.splits}
-    metrics = evaluate(ckpt.model, chosen)
+    metrics = evaluate(model, chosen)
     if args.json:
         print(
             json.dumps(
@@ -461,8 +465,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint on its dataset")
-    p.add_argument("--model", required=True, help="checkpoint folder")
+    p = sub.add_parser("eval", help="evaluate a checkpoint on its dataset (or on --dataset)")
+    p.add_argument("--model", required=True, help="checkpoint folder, or a Hugging Face save_pretrained folder")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="evaluate on this dataset instead of the one the checkpoint records (needed for a Hugging Face "
+        "folder): a built-in name, or a path with --layout",
+    )
+    _data_source(p)
     p.add_argument(
         "--splits",
         nargs="+",
