@@ -31,6 +31,7 @@ import logging
 import re
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -325,20 +326,64 @@ def _augment(ink: Tensor, soft: np.ndarray, jit: ImageJitter, rng: np.random.Gen
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def _split_images(
-    plan: _Plan, glyphs: np.ndarray, hand: np.ndarray, jit: ImageJitter, rng: np.random.Generator
+def _split_visual(
+    plan: _Plan, glyphs: np.ndarray, hand: np.ndarray, render: Callable[[Tensor, np.ndarray], Tensor], chunk: int
 ) -> Tensor:
-    """The images of one split, uint8 (N, 1, 32, 32), built in chunks to bound memory."""
+    """The visual inputs of one split, built ``chunk`` samples at a time to bound memory: each chunk's ink
+    canvases (font glyphs, or upscaled handwriting where ``soft``) go through ``render(ink, soft)``."""
     out = []
-    for lo in range(0, len(plan.labels), _CHUNK):
-        sl = slice(lo, lo + _CHUNK)
+    for lo in range(0, len(plan.labels), chunk):
+        sl = slice(lo, lo + chunk)
         font, label, src = plan.font[sl], plan.labels[sl], plan.handwritten[sl]
         ink = torch.from_numpy(glyphs[np.maximum(font, 0), label])
         is_hand = font < 0
         if is_hand.any():
             ink[torch.from_numpy(is_hand)] = _handwritten_canvases(hand[src[is_hand]])
-        out.append(_augment(ink, is_hand, jit, rng))
+        out.append(render(ink, is_hand))
     return torch.cat(out)
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What every split of an audio-visual digit set draws from (fonts, voices, utterances, handwriting).
+
+    Attributes:
+        names: font stems (`digit_fonts` order); glyphs: their (F, 10, 64, 64) ink canvases.
+        fonts, voices: split -> the fonts / voices it uses (test holds out its own).
+        bank: (voice, setting) -> utterances; hand_images: scikit-learn's digits; pool: their use per digit.
+    """
+
+    names: list[str]
+    glyphs: np.ndarray
+    fonts: dict[str, list[str]]
+    voices: dict[str, list[str]]
+    bank: dict[tuple[str, int], list[np.ndarray]]
+    hand_images: np.ndarray
+    pool: dict[int, list[int]]
+
+
+def draw_sources(recipe: _Recipe, mix: AudioMix, seed: int, progress: bool) -> Sources:
+    """The fonts and voices of each split (identities held out for test), the utterance bank and handwriting."""
+    fonts = digit_fonts()
+    names = [f[0] for f in fonts]
+    seen_fonts, test_fonts = _hold_out(names, [f[1] for f in fonts], _stream(seed, "fonts"))
+    voices, families = _voice_pool(recipe.n_voices, _stream(seed, "voices"))
+    seen_voices, test_voices = _hold_out(voices, families, _stream(seed, "voice-holdout"))
+    bank = _utterance_bank(voices, recipe.settings_per_voice, mix, _stream(seed, "bank"), progress)
+    hand_images, hand_labels = handwritten_digits()
+    return Sources(
+        names, np.stack([f[2] for f in fonts]),
+        {"train": seen_fonts, "val": seen_fonts, "test": test_fonts},
+        {"train": seen_voices, "val": seen_voices, "test": test_voices},
+        bank, hand_images, _handwritten_pool(hand_labels, _stream(seed, "handwritten")),
+    )  # fmt: skip
+
+
+def plan_split(src: Sources, recipe: _Recipe, split: str, seed: int) -> _Plan:
+    """Which digit, font or handwritten image, voice and utterance each sample of ``split`` gets."""
+    font_ids = [src.names.index(f) for f in src.fonts[split]]
+    return _plan_split(recipe.counts[split], font_ids, src.pool, src.voices[split],
+                       recipe.settings_per_voice, _stream(seed, "plan", split))  # fmt: skip
 
 
 # -- audio -----------------------------------------------------------------------------------------------
@@ -511,29 +556,17 @@ class AVDigits(DatasetBuilder):
             raise ValueError(f"seed must be a non-negative integer, got {seed}")
         start = time.perf_counter()
         recipe = _RECIPES[size]
-        fonts = digit_fonts()
-        names = [f[0] for f in fonts]
-        seen_fonts, test_fonts = _hold_out(names, [f[1] for f in fonts], _stream(seed, "fonts"))
-        voices, families = _voice_pool(recipe.n_voices, _stream(seed, "voices"))
-        seen_voices, test_voices = _hold_out(voices, families, _stream(seed, "voice-holdout"))
-        bank = _utterance_bank(voices, recipe.settings_per_voice, self.mix, _stream(seed, "bank"), progress)
-        hand_images, hand_labels = handwritten_digits()
-        pool = _handwritten_pool(hand_labels, _stream(seed, "handwritten"))
-        glyphs = np.stack([f[2] for f in fonts])
+        src = draw_sources(recipe, self.mix, seed, progress)
         splits = {}
         for split in SPLITS:
-            held = split == "test"
-            font_ids = [names.index(f) for f in (test_fonts if held else seen_fonts)]
-            split_voices = test_voices if held else seen_voices
-            plan = _plan_split(recipe.counts[split], font_ids, pool, split_voices,
-                               recipe.settings_per_voice, _stream(seed, "plan", split))  # fmt: skip
-            images = _split_images(plan, glyphs, hand_images, self.jitter, _stream(seed, "image", split))
-            sounds = _split_audio(plan, bank, self.mix, _stream(seed, "audio", split))
-            splits[split] = _split_data(split, plan, images, sounds, names)
-        meta = self._meta(
-            {"train": seen_fonts, "val": seen_fonts, "test": test_fonts},
-            {"train": seen_voices, "val": seen_voices, "test": test_voices},
-        )
+            plan = plan_split(src, recipe, split, seed)
+            rng = _stream(seed, "image", split)
+            images = _split_visual(
+                plan, src.glyphs, src.hand_images, functools.partial(_augment, jit=self.jitter, rng=rng), _CHUNK
+            )
+            sounds = _split_audio(plan, src.bank, self.mix, _stream(seed, "audio", split))
+            splits[split] = _split_data(split, plan, images, sounds, src.names)
+        meta = self._meta(src.fonts, src.voices)
         logger.info("built av-digits size=%s seed=%d in %.1f s", size, seed, time.perf_counter() - start)
         return BuiltData(splits=splits, meta=meta)
 

@@ -17,6 +17,7 @@ sample's (jittered) position; every frame gets its own pixel noise. Clips are st
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -37,18 +38,9 @@ FRAMES = 8
 _CHUNK = 128  # samples per batch of clip rendering (x frames x a 64 x 64 canvas each)
 
 
-@dataclass(frozen=True)
-class _Recipe:
-    """Split sizes and the size of the voice bank of one dataset size."""
-
-    counts: dict[str, int]
-    n_voices: int
-    settings_per_voice: int
-
-
 _RECIPES = {
-    "small": _Recipe({"train": 400, "val": 100, "test": 200}, n_voices=24, settings_per_voice=1),
-    "full": _Recipe({"train": 5_000, "val": 1_000, "test": 2_000}, n_voices=96, settings_per_voice=2),
+    "small": avd._Recipe({"train": 400, "val": 100, "test": 200}, n_voices=24, settings_per_voice=1),
+    "full": avd._Recipe({"train": 5_000, "val": 1_000, "test": 2_000}, n_voices=96, settings_per_voice=2),
 }
 
 
@@ -128,27 +120,6 @@ def animate(
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).view(n, frames, 1, size, size)
 
 
-def _split_clips(
-    plan: avd._Plan,
-    glyphs: np.ndarray,
-    hand: np.ndarray,
-    frames: int,
-    motion: tuple[avd.ImageJitter, Drift],
-    rng: np.random.Generator,
-) -> Tensor:
-    """The clips of one split, uint8 (N, T, 1, 32, 32), built in chunks to bound memory."""
-    out = []
-    for lo in range(0, len(plan.labels), _CHUNK):
-        sl = slice(lo, lo + _CHUNK)
-        font, label, src = plan.font[sl], plan.labels[sl], plan.handwritten[sl]
-        ink = torch.from_numpy(glyphs[np.maximum(font, 0), label])
-        is_hand = font < 0
-        if is_hand.any():
-            ink[torch.from_numpy(is_hand)] = avd._handwritten_canvases(hand[src[is_hand]])
-        out.append(animate(ink, is_hand, frames, *motion, rng))
-    return torch.cat(out)
-
-
 def _split_data(split: str, plan: avd._Plan, clips: Tensor, sounds: Tensor, fonts: list[str]) -> SplitData:
     return SplitData(
         ids=[f"avdv-{split}-{i:06d}" for i in range(len(plan.labels))],
@@ -206,30 +177,17 @@ class AVDigitsVideo(DatasetBuilder):
         if seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed}")
         start = time.perf_counter()
-        recipe, stream = _RECIPES[size], avd._stream
-        fonts = avd.digit_fonts()
-        names = [f[0] for f in fonts]
-        seen_fonts, test_fonts = avd._hold_out(names, [f[1] for f in fonts], stream(seed, "fonts"))
-        voices, families = avd._voice_pool(recipe.n_voices, stream(seed, "voices"))
-        seen_voices, test_voices = avd._hold_out(voices, families, stream(seed, "voice-holdout"))
-        bank = avd._utterance_bank(voices, recipe.settings_per_voice, self.mix, stream(seed, "bank"), progress)
-        hand_images, hand_labels = avd.handwritten_digits()
-        pool = avd._handwritten_pool(hand_labels, stream(seed, "handwritten"))
-        glyphs = np.stack([f[2] for f in fonts])
+        recipe = _RECIPES[size]
+        src = avd.draw_sources(recipe, self.mix, seed, progress)
         splits = {}
         for split in SPLITS:
-            held = split == "test"
-            font_ids = [names.index(f) for f in (test_fonts if held else seen_fonts)]
-            plan = avd._plan_split(recipe.counts[split], font_ids, pool, test_voices if held else seen_voices,
-                                   recipe.settings_per_voice, stream(seed, "plan", split))  # fmt: skip
-            motion = (self.jitter, self.drift)
-            clips = _split_clips(plan, glyphs, hand_images, self.frames, motion, stream(seed, "video", split))
-            sounds = avd._split_audio(plan, bank, self.mix, stream(seed, "audio", split))
-            splits[split] = _split_data(split, plan, clips, sounds, names)
-        meta = self._meta(
-            {"train": seen_fonts, "val": seen_fonts, "test": test_fonts},
-            {"train": seen_voices, "val": seen_voices, "test": test_voices},
-        )
+            plan = avd.plan_split(src, recipe, split, seed)
+            rng = avd._stream(seed, "video", split)
+            render = functools.partial(animate, frames=self.frames, jit=self.jitter, drift=self.drift, rng=rng)
+            clips = avd._split_visual(plan, src.glyphs, src.hand_images, render, _CHUNK)
+            sounds = avd._split_audio(plan, src.bank, self.mix, avd._stream(seed, "audio", split))
+            splits[split] = _split_data(split, plan, clips, sounds, src.names)
+        meta = self._meta(src.fonts, src.voices)
         logger.info("built av-digits-video size=%s seed=%d in %.1f s", size, seed, time.perf_counter() - start)
         return BuiltData(splits=splits, meta=meta)
 
