@@ -31,3 +31,14 @@ def test_double_registration_is_an_error():
     reg.register("a")(dict)
     with pytest.raises(ValueError, match="already registered"):
         reg.register("a")(list)
+
+
+def test_every_method_declares_a_stage_of_the_survey():
+    from mmunlearn.protectors import PROTECTORS
+    from mmunlearn.stages import STAGES
+    from mmunlearn.unlearn import UNLEARNERS
+
+    assert {PROTECTORS.get(n).stage for n in PROTECTORS.names()} == {"data-side"}
+    stages = {n: UNLEARNERS.get(n).stage for n in UNLEARNERS.names()}
+    assert set(stages.values()) <= set(STAGES) - {"data-side"}
+    assert stages["retrain"] == "reference" and stages["ccu"] == "training-time"

@@ -136,6 +136,7 @@ class UnlearnCells:
             metrics, new, data = result.metrics, result.model, result.data
             config, seconds = resolved(unlearner.config), result.seconds
         extras: dict[str, Any] = {
+            "stage": UNLEARNERS.get(method).stage if method in UNLEARNERS else method,
             "request_size": len(data.unlearn),
             "projection": feature_projection(new, data.unlearn),
         }

@@ -49,6 +49,7 @@ from ..records.scenarios import gap_to_retrain
 from ..registry import Registry, UnknownNameError
 from ..results import MetricResult, RunRecord
 from ..runtime import configure_threads, resolve_device
+from ..stages import STAGES
 from ..textfmt import format_table
 from ..unlearn import UNLEARNERS
 from ..versions import versions
@@ -90,7 +91,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     for name in ("datasets", "layouts", "models"):
         print(f"{name}: {', '.join(regs[name]) or '(none)'}")
-    for stage in sorted({m["stage"] for m in methods.values()}):
+    for stage in [s for s in STAGES if any(m["stage"] == s for m in methods.values())]:
         print(f"{stage}:")
         for name, m in methods.items():
             if m["stage"] == stage:

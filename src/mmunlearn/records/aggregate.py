@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..results import RunRecord
+from ..stages import stage_rank
 from .scenarios import gap_to_retrain
 
 Column = tuple[str, str]  # (metric name, split)
@@ -55,6 +56,7 @@ class Row:
         gap: mean |difference to retrain| over the headline metrics, per seed (A only).
         ratio: seconds / retrain's (A), protection seconds / one clean victim training's (B).
         protect_seconds: the protection's seconds (B only).
+        stage: the method's intervention stage (``mmunlearn.stages``), "" where the records name none.
     """
 
     label: str
@@ -64,6 +66,7 @@ class Row:
     gap: Stat | None = None
     ratio: Stat | None = None
     protect_seconds: Stat | None = None
+    stage: str = ""
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,8 @@ def _row(label: str, by_seed: dict[int, RunRecord], ref: dict[int, RunRecord], s
         gap = _stat(gap_to_retrain(by_seed[s].metrics, ref[s].metrics) for s in paired) if label != "original" else None
         # the original's seconds are its training, reused from a cache and measured in another run
         ratio = _stat(by_seed[s].seconds / ref[s].seconds for s in paired if ref[s].seconds > 0 and label != "original")
-        return Row(label, seeds, {k: Stat(tuple(v)) for k, v in metrics.items()}, seconds, gap, ratio)
+        stage = str(by_seed[seeds[0]].extras.get("stage", ""))
+        return Row(label, seeds, {k: Stat(tuple(v)) for k, v in metrics.items()}, seconds, gap, ratio, stage=stage)
     protect = _stat(float(by_seed[s].extras.get("protect_seconds", math.nan)) for s in seeds)
     ratio = _stat(
         float(by_seed[s].extras.get("protect_seconds", math.nan)) / ref[s].seconds for s in paired if ref[s].seconds > 0
@@ -175,12 +179,19 @@ def aggregate(records: Sequence[RunRecord]) -> list[Table]:
     return [_table(k, groups.get(k, {}), failed.get(k, [])) for k in keys]
 
 
+def _row_order(label: str, by_seed: dict[int, RunRecord]) -> tuple[bool, bool, int]:
+    """The original first, then the reference (retrain or clean), then the methods stage by stage (in
+    `STAGES` order; within a stage the store's order)."""
+    stage = str(next(iter(by_seed.values())).extras.get("stage", ""))
+    return label not in ("original", "retrain", "clean"), label != "original", stage_rank(stage)
+
+
 def _table(
     key: tuple[str, str, str, str], rows: dict[str, dict[int, RunRecord]], failed: list[tuple[str, str]]
 ) -> Table:
     scenario = key[0]
     ref = rows.get(REFERENCE.get(scenario, ""), {})
-    order = sorted(rows, key=lambda label: (label not in ("original", "retrain", "clean"), label != "original"))
+    order = sorted(rows, key=lambda label: _row_order(label, rows[label]))
     metrics = [m for label in order for rec in rows[label].values() for m in rec.metrics]
     columns = list(dict.fromkeys((m.name, m.split) for m in metrics))
     table = Table(

@@ -35,6 +35,7 @@ from .tables import (
     markdown_glossary,
     markdown_ranks,
     markdown_table,
+    name_columns,
     rank_note,
     rank_rows,
     seed_csv_text,
@@ -108,7 +109,10 @@ def _per_seed_html(table: Table, values: Sequence[SeedValue]) -> str:
     headers, rows = seed_rows(table, values)
     note = f"<p>Every value of every record, with the other tables', is in {link_html(PER_SEED, PER_SEED)}.</p>"
     return note + table_html(
-        headers, rows, reference=reference_label(table.scenario), key=key_count(table, table.columns) + 1
+        headers,
+        rows,
+        reference=reference_label(table.scenario),
+        key=key_count(table, table.columns) - name_columns(table) + 2,
     )
 
 
@@ -118,8 +122,8 @@ def _table_section(table: Table, records: Sequence[RunRecord], values: Sequence[
     headers, rows = table_rows(table, table.columns)
     meanings = [e[1] for e in glossary_rows(table, table.columns)[1]]
     s.table(headers, rows, reference=reference_label(table.scenario), css="results",
-            key=key_count(table, table.columns), titles=["", *map(str, meanings)])  # fmt: skip
-    s.details(f"Glossary: what each of the {len(headers) - 1} columns means, which way is better, and its target",
+            key=key_count(table, table.columns), titles=[*[""] * name_columns(table), *map(str, meanings)])  # fmt: skip
+    s.details(f"Glossary: what each of the {len(headers) - name_columns(table)} columns means, which way is better, and its target",
               _glossary_html(table))  # fmt: skip
     s.details(f"Per-seed values ({len(seed_rows(table, values)[1])} rows; also in {PER_SEED})",
               _per_seed_html(table, values))  # fmt: skip

@@ -104,8 +104,13 @@ def split_columns(table: Table, columns: Sequence[Column]) -> tuple[list[Column]
 
 
 def key_count(table: Table, columns: Sequence[Column]) -> int:
-    """How many leading columns of `table_rows` are the key ones (name, key metric, gap and costs)."""
-    return 1 + len(split_columns(table, columns)[0]) + len(cost_headers(table))
+    """How many leading columns of `table_rows` are the key ones (name, stage, key metric, gap and costs)."""
+    return name_columns(table) + len(split_columns(table, columns)[0]) + len(cost_headers(table))
+
+
+def name_columns(table: Table) -> int:
+    """The leading columns that name a row: the method (or protector), and its stage where rows have one."""
+    return 2 if any(r.stage for r in table.rows) else 1
 
 
 def _header(column: Column) -> str:
@@ -115,16 +120,18 @@ def _header(column: Column) -> str:
 def table_rows(table: Table, columns: Sequence[Column]) -> tuple[list[str], list[list[object]]]:
     """Headers and rows: name, [key metric,] gap and costs, seeds, then the other columns (mean ± std)."""
     lead, rest = split_columns(table, columns)
-    headers = ["protector" if is_protect(table) else "method", *map(_header, lead), *cost_headers(table)]
-    headers += ["seeds", *map(_header, rest)]
+    staged = name_columns(table) == 2
+    name = ["protector" if is_protect(table) else "method", *(["stage"] if staged else [])]
+    headers = [*name, *map(_header, lead), *cost_headers(table), "seeds", *map(_header, rest)]
     rows: list[list[object]] = []
     for r in table.rows:
+        label = [r.label, *([r.stage or "-"] if staged else [])]
         cells = [pm(r.metrics.get(c)) for c in rest]
-        rows.append([r.label, *(pm(r.metrics.get(c)) for c in lead), *_cost_cells(table, r), len(r.seeds), *cells])
+        rows.append([*label, *(pm(r.metrics.get(c)) for c in lead), *_cost_cells(table, r), len(r.seeds), *cells])
     if any(table.chance.get(c) is not None for c in columns):
         chance = lambda c: f"{v:.3f}" if (v := table.chance.get(c)) is not None else "-"  # noqa: E731
         blanks = [""] * (len(cost_headers(table)) + 1)
-        rows.append(["chance", *map(chance, lead), *blanks, *map(chance, rest)])
+        rows.append(["chance", *([""] if staged else []), *map(chance, lead), *blanks, *map(chance, rest)])
     return headers, rows
 
 
@@ -234,7 +241,8 @@ def seed_rows(table: Table, values: Sequence[SeedValue]) -> tuple[list[str], lis
     rows: list[list[object]] = [
         [m, s, *(_seed_cell(n, cells[m, s].get((n, sp)), table) for n, sp in names)] for m, s in keys
     ]
-    return [headers[0], "seed", *headers[1 : 1 + len(lead) + len(costs)], *map(_header, rest)], rows
+    start = name_columns(table)
+    return [headers[0], "seed", *headers[start : start + len(lead) + len(costs)], *map(_header, rest)], rows
 
 
 def markdown_table(table: Table, columns: Sequence[Column] | None = None) -> str:

@@ -7,12 +7,14 @@ from . import (  # noqa: F401  (importing registers the methods)
     finetune,
     grad_ascent,
     l1_sparse,
+    manu,
     multidelete,
     neggrad_plus,
     random_label,
     retrain,
     salun,
     scrub,
+    slug,
 )
 from .base import UNLEARNERS, Run, Step, UnlearnConfig, UnlearnData, Unlearner, present_only
 from .retrain import retrain_config
