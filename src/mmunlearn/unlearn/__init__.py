@@ -7,6 +7,7 @@ from . import (  # noqa: F401  (importing registers the methods)
     finetune,
     grad_ascent,
     l1_sparse,
+    lora,
     manu,
     multidelete,
     neggrad_plus,
@@ -15,6 +16,9 @@ from . import (  # noqa: F401  (importing registers the methods)
     salun,
     scrub,
     slug,
+    ssd,
+    subspace_edit,
+    task_vector,
 )
 from .base import UNLEARNERS, Run, Step, UnlearnConfig, UnlearnData, Unlearner, present_only
 from .retrain import retrain_config
