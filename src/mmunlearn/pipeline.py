@@ -20,10 +20,11 @@ from .data import ForgetRequest, MultimodalDataset
 from .data.core import data_fingerprint
 from .errors import DataError
 from .fileio import json_bytes
+from .metrics.captioning import captioner_metrics
 from .metrics.scenario_a import DEFAULT_RELEARN, RelearnConfig, ScenarioAData, scenario_a_metrics
 from .metrics.scenario_c import ScenarioCData, scenario_c_metrics
 from .models import MultimodalModel
-from .models.protocols import Classifier, DualEncoderModel, require
+from .models.protocols import CaptionerModel, Classifier, DualEncoderModel, require
 from .receipts import METRICS, RECEIPT, save_run, sign_receipt
 from .results import MetricResult
 from .tensorio import tensors_to_bytes
@@ -60,10 +61,13 @@ def request_metrics(
     relearn: RelearnConfig = DEFAULT_RELEARN,
 ) -> list[MetricResult]:
     """The metrics of ``model`` on a request's data: scenario A's for a classifier, scenario C's for a
-    dual encoder (empty without a test split)."""
+    dual encoder, the captioning suite (`captioner_metrics`) for a captioner (empty without a test split)."""
     if test is None or data.retain is None:
         return []
-    if require(model, (Classifier, DualEncoderModel), "the forgetting metrics") is DualEncoderModel:
+    kind = require(model, (Classifier, DualEncoderModel, CaptionerModel), "the forgetting metrics")
+    if kind is CaptionerModel:
+        return captioner_metrics(model, original, data, test, relearn)
+    if kind is DualEncoderModel:
         pairs = ScenarioCData(data.unlearn, data.retain, test, data.validation, data.concept)
         return scenario_c_metrics(model, original, pairs, relearn)
     scenario = ScenarioAData(data.unlearn, data.retain, test, data.validation, data.forget_modality)

@@ -12,8 +12,10 @@ from .checkpoint import load_checkpoint, read_manifest, save_checkpoint
 from .data import DatasetRef, DatasetSplits
 from .errors import ConfigError
 from .evaluate import evaluate
+from .metrics.captioning import evaluate_captioner
 from .models import MultimodalModel, build_model
 from .models.hf import HFDualEncoder, splits_for_model
+from .models.protocols import CaptionerModel
 from .results import MetricResult
 from .train import TrainConfig, TrainResult, train_model
 
@@ -56,23 +58,41 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def recipe_for(dataset: str) -> Recipe:
-    """The recipe of a built-in dataset (a `ConfigError` names the datasets that have one)."""
+# Other models a dataset can train instead of its default one (``recipe_for(dataset, model=...)``): a
+# generative captioner of the caption sets. Chosen with one short run on shapes-captions/small (docs/captioner.md).
+MODEL_RECIPES: dict[str, dict[str, Recipe]] = {
+    "captioner": {
+        "shapes-captions": Recipe("captioner", TrainConfig(epochs=60, batch_size=64, lr=2e-3), {}),
+        "emoji-captions": Recipe("captioner", TrainConfig(epochs=60, batch_size=64, lr=2e-3), {}),
+    },
+}
+
+
+def recipe_for(dataset: str, model: str | None = None) -> Recipe:
+    """The recipe of a built-in dataset: its default model's (`RECIPES`), or with ``model`` (e.g.
+    ``"captioner"``) that model's (`MODEL_RECIPES`). A `ConfigError` names the datasets that have one."""
+    if model is not None and model != (RECIPES[dataset].model if dataset in RECIPES else None):
+        known = MODEL_RECIPES.get(model, {})
+        if dataset not in known:
+            raise ConfigError(
+                f"no {model!r} recipe for dataset {dataset!r}; {model!r} recipes exist for {sorted(known)}"
+            )
+        return known[dataset]
     if dataset not in RECIPES:
         raise ConfigError(f"no training recipe for dataset {dataset!r}; recipes exist for {sorted(RECIPES)}")
     return RECIPES[dataset]
 
 
-def recipe_for_data(splits: DatasetSplits) -> Recipe:
+def recipe_for_data(splits: DatasetSplits, model: str | None = None) -> Recipe:
     """The recipe of a built-in dataset, or for a dataset on disk the built-in recipe of its kind: an
-    image-caption layout gets shapes-captions' dual encoder, an audio-visual one av-digits' classifier
-    (av-digits-video's when it has video)."""
+    image-caption layout gets shapes-captions' dual encoder (or its ``model`` recipe), an audio-visual one
+    av-digits' classifier (av-digits-video's when it has video)."""
     kind = splits.meta.get("kind") if isinstance(splits.meta, dict) else None
     if kind == "image-caption":
-        return RECIPES["shapes-captions"]
+        return recipe_for("shapes-captions", model)
     if kind == "audio-visual":
         return RECIPES["av-digits-video" if "video" in splits.train.modalities else "av-digits"]
-    return recipe_for(splits.name)
+    return recipe_for(splits.name, model)
 
 
 def model_config_for(splits: DatasetSplits, recipe: Recipe) -> dict[str, Any]:
@@ -108,6 +128,7 @@ def train_on_dataset(
     progress: bool = True,
     layout: str | None = None,
     init: str | os.PathLike[str] | None = None,
+    model: str | None = None,
 ) -> tuple[TrainResult, list[MetricResult]]:
     """Load (building or decoding if needed) a dataset, train its recipe's model, save it, evaluate it.
 
@@ -125,24 +146,28 @@ def train_on_dataset(
         init: a model folder to train from instead of the recipe's fresh model: one of our checkpoints or
             a Hugging Face ``save_pretrained`` folder (CLIP, SigLIP, CLAP), whose text is re-encoded in the
             model's own vocabulary. Its weights are trained as they are (random or pretrained).
+        model: train this model's recipe instead of the dataset's default one (``"captioner"``; see
+            `recipe_for`); a captioner is evaluated by BLEU-4 and CIDEr of its generated captions.
 
     Returns:
         The training result and the train/val/test metrics of the final model.
     """
     ref = DatasetRef.of(dataset, size, data_seed, layout)
     splits = ref.load(data_dir, progress=progress)
-    recipe = recipe_for_data(splits)
+    recipe = recipe_for_data(splits, model)
     config = recipe.train.replace(seed=seed, progress=progress, **(overrides or {}))
     if init is None:
-        model: Any = new_model(splits, seed, recipe)
+        net: Any = new_model(splits, seed, recipe)
     else:
-        model = load_checkpoint(init).model
-        if isinstance(model, HFDualEncoder):
-            splits = splits_for_model(splits, model)
+        net = load_checkpoint(init).model
+        if isinstance(net, HFDualEncoder):
+            splits = splits_for_model(splits, net)
     init_prov = {"init": str(Path(init).resolve())} if init is not None else {}
     provenance = {**ref.provenance(), "train": config.identity(), **init_prov}
-    result = train_model(model, splits.train, config, out_dir=out_dir, provenance=provenance, device=device)
-    metrics = evaluate(result.model, {"train": splits.train, "val": splits.val, "test": splits.test})
+    result = train_model(net, splits.train, config, out_dir=out_dir, provenance=provenance, device=device)
+    scored = {"train": splits.train, "val": splits.val, "test": splits.test}
+    trained = result.model
+    metrics = evaluate_captioner(trained, scored) if isinstance(trained, CaptionerModel) else evaluate(trained, scored)
     save_checkpoint(
         Path(out_dir),
         result.model,

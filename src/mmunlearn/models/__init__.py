@@ -1,8 +1,9 @@
-"""Models: encoders, `MultimodalClassifier`, `DualEncoder`, Hugging Face dual encoders, the word tokenizer and the model
-registry."""
+"""Models: encoders, `MultimodalClassifier`, `DualEncoder`, `Captioner`, Hugging Face dual encoders, the word
+tokenizer and the model registry."""
 
 from ..data.tokenizer import WordTokenizer
 from .base import MODELS, MultimodalModel, build_model, fresh_copy
+from .captioner import Captioner, CaptionerConfig, load_captioner
 from .classifier import ClassifierConfig, MultimodalClassifier
 from .dual_encoder import DualEncoder, DualEncoderConfig, clip_loss
 from .hf import (
@@ -16,6 +17,8 @@ from .hf import (
 
 __all__ = [
     "MODELS",
+    "Captioner",
+    "CaptionerConfig",
     "ClassifierConfig",
     "DualEncoder",
     "DualEncoderConfig",
@@ -28,6 +31,7 @@ __all__ = [
     "check_text_for_model",
     "clip_loss",
     "fresh_copy",
+    "load_captioner",
     "load_hf_model",
     "splits_for_model",
     "text_for_model",

@@ -111,7 +111,44 @@ class DualEncoderModel(TorchModule, Protocol):
         ...
 
 
-KINDS: dict[type, str] = {Classifier: "classifier", DualEncoderModel: "dual-encoder"}
+@runtime_checkable
+class CaptionerModel(TorchModule, Protocol):
+    """A generative image captioner: an image encoder and a text decoder trained with token cross-entropy.
+
+    Ids are those of the model's own decoder vocabulary (`mmunlearn.models.captioner.Captioner`: the
+    dataset's word ids, BOS and EOS after them). ``batch`` holds ``"image"`` (B, C, H, W) in [0, 1] and
+    ``"text"`` (B, L) caption id rows (0-padded). Decoding-time methods plug into `generate`.
+    """
+
+    def loss(self, batch: Batch) -> Tensor:
+        """Teacher-forced token cross-entropy of the batch's captions (padding ignored; a scalar)."""
+        ...
+
+    def caption_logits(self, batch: Batch) -> Tensor:
+        """(B, T, V) teacher-forced next-token logits of the captions given the images."""
+        ...
+
+    def caption_targets(self, batch: Batch) -> Tensor:
+        """(B, T) the targets of `caption_logits` (caption tokens then EOS), -100 where ignored."""
+        ...
+
+    def image_features(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) images in [0, 1] -> (B, D) pooled image-encoder features (what a guard reads)."""
+        ...
+
+    def generate(
+        self, images: Tensor, max_new_tokens: int | None = None, logits_processor: Any = None, **kwargs: Any
+    ) -> Tensor:
+        """(B, T) generated ids (greedy by default): no BOS, EOS where emitted, padding (0) after it.
+        ``logits_processor`` (a ``transformers.LogitsProcessorList``) and ``kwargs`` reach HF ``generate()``."""
+        ...
+
+    def decode(self, ids: Tensor) -> list[str]:
+        """Id rows -> caption strings, up to the first EOS, special tokens dropped."""
+        ...
+
+
+KINDS: dict[type, str] = {Classifier: "classifier", DualEncoderModel: "dual-encoder", CaptionerModel: "captioner"}
 """The model kind each protocol stands for (``mmunlearn list`` shows these per method)."""
 
 

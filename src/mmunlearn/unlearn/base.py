@@ -51,7 +51,7 @@ from ..data.core import MultimodalDataset, data_fingerprint
 from ..data.request import ForgetRequest
 from ..errors import ConfigError, DataError, DivergenceError
 from ..metrics.scenario_a import forget_modality_of
-from ..models.protocols import Classifier, DualEncoderModel, require
+from ..models.protocols import CaptionerModel, Classifier, DualEncoderModel, require
 from ..optim import (
     OptimConfig,
     batch_finite,
@@ -163,7 +163,8 @@ class Unlearner(Generic[C, S]):
     Attributes:
         name: registry key (= file name).
         paper: citation of the method.
-        stage: the intervention stage of the survey (``"training-time"`` for gradient methods).
+        stage: the intervention stage of the survey, one of `mmunlearn.stages.STAGES`
+            (``"training-time"`` for gradient methods that may update every weight).
         requires: the model protocols the method can edit (see `mmunlearn.models.protocols`).
         requires_retain: the method needs the gold-standard set.
         requires_original: the method needs a frozen copy of the original model.
@@ -240,7 +241,9 @@ class Unlearner(Generic[C, S]):
         kind = require(model, self.requires, f"unlearner {self.name!r}")
         if len(data.unlearn) == 0:
             raise DataError("the unlearn set is empty: nothing to forget")
-        has = ("image", "text") if kind is DualEncoderModel else tuple(getattr(model, "modalities", ()))
+        has = (
+            ("image", "text") if kind in (DualEncoderModel, CaptionerModel) else tuple(getattr(model, "modalities", ()))
+        )
         lacking = sorted(data.modalities - set(has))
         if lacking:
             raise DataError(f"cannot forget modality {lacking}: the model has {list(has)}")

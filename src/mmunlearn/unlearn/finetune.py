@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ..models.protocols import Classifier
 from .base import UNLEARNERS, Run, Step, UnlearnConfig, Unlearner
-from .objectives import MODEL_KINDS
+from .objectives import GENERATIVE_KINDS
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Finetune(Unlearner[FinetuneConfig, None]):
 
     name = "finetune"
     paper = "Warnecke et al., Machine Unlearning of Features and Labels (NDSS 2023); SalUn/Sparse FT baseline"
-    requires = MODEL_KINDS
+    requires = GENERATIVE_KINDS
     Config = FinetuneConfig
     phases = ("retain",)
 

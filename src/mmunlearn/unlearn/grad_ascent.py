@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ..models.protocols import Classifier
 from .base import UNLEARNERS, Run, Step, UnlearnConfig, Unlearner
-from .objectives import MODEL_KINDS, task_loss
+from .objectives import GENERATIVE_KINDS, task_loss
 
 
 @dataclass(frozen=True)
@@ -23,11 +23,12 @@ class GradAscentConfig(UnlearnConfig):
 @UNLEARNERS.register("grad_ascent")
 class GradAscent(Unlearner[GradAscentConfig, None]):
     """Loss = -task loss on U: CE of its forgotten modalities (image-only logits for visual unlearning),
-    or, for a dual encoder, the contrastive loss of the pairs to forget."""
+    or, for a dual encoder, the contrastive loss of the pairs to forget, or, for a captioner, the
+    teacher-forced token cross-entropy of U's captions."""
 
     name = "grad_ascent"
     paper = "Golatkar et al. 2020 / Thudi et al. 2022 (NegGrad); SalUn GA baseline"
-    requires = MODEL_KINDS
+    requires = GENERATIVE_KINDS
     requires_retain = False
     Config = GradAscentConfig
     phases = ("unlearn",)

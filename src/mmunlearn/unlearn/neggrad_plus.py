@@ -9,7 +9,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..models.protocols import Classifier
 from .base import UNLEARNERS, Run, Step, UnlearnConfig, Unlearner
-from .objectives import MODEL_KINDS, task_loss
+from .objectives import GENERATIVE_KINDS, task_loss
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,11 @@ class NegGradPlusConfig(UnlearnConfig):
 @UNLEARNERS.register("neggrad_plus")
 class NegGradPlus(Unlearner[NegGradPlusConfig, None]):
     """Loss = beta * (model objective on R) - (1 - beta) * task loss on U (CE of its forgotten modalities,
-    or the contrastive loss of the pairs to forget)."""
+    the contrastive loss of the pairs to forget, or a captioner's token cross-entropy of U's captions)."""
 
     name = "neggrad_plus"
     paper = "Kurmanji et al., Towards Unbounded Machine Unlearning (NeurIPS 2023), NegGrad+"
-    requires = MODEL_KINDS
+    requires = GENERATIVE_KINDS
     Config = NegGradPlusConfig
 
     def loss(self, model: Classifier, run: Run[None], step: Step) -> Tensor:

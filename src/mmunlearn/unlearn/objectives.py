@@ -6,7 +6,10 @@ the model satisfied) decides what they mean:
 * a `Classifier`: the logits of U's forgotten modalities over the classes, the targets are the labels;
 * a `DualEncoderModel`: the similarity logits of the batch's images against its captions and of its
   captions against its images, stacked, the targets are the true pairs. Their cross-entropy is CLIP's
-  symmetric InfoNCE loss, so "the task loss on the data to forget" is the contrastive loss of the pairs.
+  symmetric InfoNCE loss, so "the task loss on the data to forget" is the contrastive loss of the pairs;
+* a `CaptionerModel` (methods whose ``requires`` is `GENERATIVE_KINDS`): the teacher-forced next-token
+  logits of the batch's captions, flattened over the positions that are not padding, the targets are the
+  caption's tokens (EOS included); their cross-entropy is the captioner's own token loss.
 """
 
 from __future__ import annotations
@@ -17,12 +20,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..models.protocols import Classifier, DualEncoderModel
+from ..models.protocols import CaptionerModel, Classifier, DualEncoderModel
 from ..runtime import Batch
 from .base import Run, present_only
 
 MODEL_KINDS = (Classifier, DualEncoderModel)
 """What the methods that work on both kinds declare as ``requires``."""
+GENERATIVE_KINDS = (*MODEL_KINDS, CaptionerModel)
+"""What the methods that also edit a generative captioner declare (`task_logits` is token-level for it)."""
+
+
+def caption_tokens(model: CaptionerModel, batch: Batch) -> tuple[Tensor, Tensor]:
+    """(N, V) teacher-forced logits and (N,) targets of the batch's caption tokens (padding dropped)."""
+    logits, target = model.caption_logits(batch), model.caption_targets(batch)
+    keep = target != -100
+    return logits[keep], target[keep]
 
 
 def pair_similarity(model: DualEncoderModel, batch: Batch) -> Tensor:
@@ -40,8 +52,11 @@ def task_logits(model: Any, run: Run[Any], batch: Batch) -> tuple[Tensor, Tensor
 
     Returns:
         (logits, targets): (B, classes) and (B,) for a classifier (forgotten modalities only), (2B, B)
-        and (2B,) for a dual encoder (both retrieval directions, the diagonal is the true pair).
+        and (2B,) for a dual encoder (both retrieval directions, the diagonal is the true pair), (N, V)
+        and (N,) for a captioner (its N caption tokens, `caption_tokens`).
     """
+    if run.kind is CaptionerModel:
+        return caption_tokens(model, batch)
     if run.kind is DualEncoderModel:
         n = len(batch["image"])
         target = torch.arange(n, device=batch["image"].device)
@@ -54,6 +69,8 @@ def output_logits(model: Any, run: Run[Any], batch: Batch) -> Tensor:
     similarity logits of both retrieval directions (what a teacher's outputs are compared on)."""
     if run.kind is DualEncoderModel:
         return stacked(pair_similarity(model, batch))
+    if run.kind is CaptionerModel:
+        return caption_tokens(model, batch)[0]
     return model(batch)
 
 

@@ -12,7 +12,7 @@ from ..models import MultimodalModel, fresh_copy
 from ..runtime import model_device
 from ..train import TrainConfig, train_model
 from .base import UNLEARNERS, Run, Step, UnlearnData, Unlearner
-from .objectives import MODEL_KINDS
+from .objectives import GENERATIVE_KINDS
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Retrain(Unlearner[RetrainConfig, None]):
     name = "retrain"
     paper = "the exact-unlearning reference (e.g. Bourtoule et al., Machine Unlearning, S&P 2021)"
     stage = "reference"
-    requires = MODEL_KINDS
+    requires = GENERATIVE_KINDS
     Config = RetrainConfig
 
     def unlearn(self, model: Any, data: UnlearnData, original: Any = None, work_dir: Any = None) -> Any:
