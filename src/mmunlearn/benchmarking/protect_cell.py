@@ -28,8 +28,7 @@ class ProtectCells:
     def protection(self, grid: ProtectGrid, protector: str, seed: int) -> ProtectedDataset:
         """The protection of the grid's training split (computed, saved, or loaded from ``work``)."""
         maker = PROTECTORS.create(protector, **grid.protector_config(protector, seed), progress=False)
-        tag = sha256_bytes(canonical_json(resolved(maker.config)).encode())[:8]
-        folder = self.work / "protections" / f"{grid.dataset}-{grid.size}-{protector}-seed{seed}-{tag}"
+        folder = self.work / "protections" / self.shared_key(grid, protector, seed)
         if folder.name not in self.protections:
             if (folder / "manifest.json").is_file():
                 protected = ProtectedDataset.load(folder)
@@ -42,6 +41,18 @@ class ProtectCells:
                 protected.save(folder)
             self.protections[folder.name] = protected
         return self.protections[folder.name]
+
+    @staticmethod
+    def shared_key(grid: ProtectGrid, protector: str, seed: int) -> str:
+        """The name of a protection's folder: what the victims of one (protector, seed, settings) share."""
+        maker = PROTECTORS.create(protector, **grid.protector_config(protector, seed), progress=False)
+        tag = sha256_bytes(canonical_json(resolved(maker.config)).encode())[:8]
+        return f"{grid.dataset}-{grid.size}-{protector}-seed{seed}-{tag}"
+
+    def shared(self, cell: Cell) -> str:
+        """What ``cell`` shares with other cells (its protection), computed by the first that runs."""
+        assert isinstance(cell.grid, ProtectGrid)
+        return f"protection:{self.shared_key(cell.grid, cell.label, cell.seed)}"
 
     def run(self, cell: Cell) -> RunRecord:
         """One victim: trained from scratch (seed + 1) on the protected pairs, scored on clean test pairs."""

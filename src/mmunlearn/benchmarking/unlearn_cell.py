@@ -101,9 +101,7 @@ class UnlearnCells:
         The seconds are those of every epoch, however many times the training was killed and resumed.
         """
         recipe = recipe_for(grid.dataset)
-        identity = [grid.train_config().replace(seed=seed).identity(), recipe.model, dict(recipe.model_config)]
-        tag = sha256_bytes(canonical_json(identity).encode())[:8]
-        folder = self.work / "models" / f"{grid.dataset}-{grid.size}-seed{seed}-{tag}"
+        folder = self.work / "models" / self.shared_key(grid, seed)
         if folder.name not in self.originals:
             timing = folder / "bench-timing.json"
             if not timing.is_file() or not read_manifest(folder).get("metrics"):
@@ -117,6 +115,19 @@ class UnlearnCells:
                 raise TypeError(f"{folder} does not hold a {recipe.model}")
             self.originals[folder.name] = (model, float(json.loads(timing.read_text())["seconds"]))
         return self.originals[folder.name]
+
+    @staticmethod
+    def shared_key(grid: UnlearnGrid, seed: int) -> str:
+        """The name of the original's folder: what the cells of (dataset, size, seed, recipe) share."""
+        recipe = recipe_for(grid.dataset)
+        identity = [grid.train_config().replace(seed=seed).identity(), recipe.model, dict(recipe.model_config)]
+        tag = sha256_bytes(canonical_json(identity).encode())[:8]
+        return f"{grid.dataset}-{grid.size}-seed{seed}-{tag}"
+
+    def shared(self, cell: Cell) -> str:
+        """What ``cell`` shares with other cells (its original), computed by the first that runs."""
+        assert isinstance(cell.grid, UnlearnGrid)
+        return f"model:{self.shared_key(cell.grid, cell.seed)}"
 
     def run(self, cell: Cell) -> RunRecord:
         """One cell: the original's figures, or one method's unlearning of the cell's request."""
@@ -136,7 +147,7 @@ class UnlearnCells:
             metrics, new, data = result.metrics, result.model, result.data
             config, seconds = resolved(unlearner.config), result.seconds
         extras: dict[str, Any] = {
-            "stage": UNLEARNERS.get(method).stage if method in UNLEARNERS else method,
+            "stage": getattr(UNLEARNERS.get(method), "stage", "") if method in UNLEARNERS else method,
             "request_size": len(data.unlearn),
             "projection": feature_projection(new, data.unlearn),
         }

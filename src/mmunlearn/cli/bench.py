@@ -53,7 +53,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         configure_threads(args.threads)
     outcome = run_bench(
         config, store, root, data_dir=args.data_dir, retry_failed=args.retry_failed, progress=not args.quiet,
-        command=command_line(args),
+        command=command_line(args), workers=args.workers, ray_address=args.ray_address, threads=args.threads or 1,
     )  # fmt: skip
     summary = {
         "store": str(outcome.store),
@@ -103,7 +103,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--work", default=None, help="folder for shared models and protections (default: runs/bench/<name>)")
     p.add_argument("--grid", type=int, action="append", help="run only this grid of the config (from 0; repeatable)")
     p.add_argument("--retry-failed", action="store_true", help="run the cells that failed before again")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (of each worker with --workers; default: torch's choice, 1 per worker)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="run the cells on N Ray workers (a local Ray instance started for the run; needs the 'scale' extra); "
+        "default: one after another in this process",
+    )
+    p.add_argument("--ray-address", default=None, help="with --workers: join this Ray cluster (e.g. ray://head:10001)")
     p.add_argument("--data-dir", default=None, help="dataset cache root (default: $MMUNLEARN_DATA or the user cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or info logs")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of the tables")
