@@ -79,6 +79,22 @@ def test_train_json_record_and_dual_encoder_eval(tmp_path, capsys):
     assert code == 0 and "i2t_r1" in out and "chance" in out
 
 
+def test_train_eval_and_forget_a_captioner(tmp_path, capsys):
+    out_dir = tmp_path / "captioner"
+    argv = ["train", "--dataset", "shapes-captions", "--model", "captioner", "--out", str(out_dir), "--epochs", "1"]
+    code, out, _ = run(capsys, *argv, "--quiet", "--json")
+    record = json.loads(out)
+    assert code == 0 and record["method"] == "captioner"
+    assert {(m["name"], m["split"]) for m in record["metrics"]} >= {("bleu4", "test"), ("cider", "test")}
+    code, out, _ = run(capsys, "eval", "--model", str(out_dir), "--splits", "test", "--quiet")
+    assert code == 0 and "bleu4" in out
+    forget = ["forget", "--model", str(out_dir), "--method", "neggrad_plus", "--concept", "red circle"]
+    code, out, _ = run(capsys, *forget, "--out", str(tmp_path / "f"), "--set", "epochs=1", "--quiet", "--json")
+    assert code == 0 and any(m["name"] == "mention_concept" for m in json.loads(out)["metrics"])
+    code, _, err = run(capsys, *forget[:4], "ccu", "--concept", "red circle", "--out", str(tmp_path / "g"))
+    assert code == 2 and "error:" in err and "captioner" in err.lower()
+
+
 def test_data_build(capsys):
     code, out, _ = run(capsys, "data", "build", "shapes-captions", "--size", "small", "--json", "--quiet")
     info = json.loads(out)

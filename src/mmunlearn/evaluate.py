@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .data.core import MultimodalDataset
+from .metrics.captioning import evaluate_captioner
 from .metrics.functional import accuracy, chance_recall, retrieval_recalls
 from .metrics.outputs import classifier_logits, pair_embeddings
-from .models.protocols import Classifier, DualEncoderModel
+from .models.protocols import CaptionerModel, Classifier, DualEncoderModel
 from .results import MetricResult
 
 __all__ = ["classifier_logits", "evaluate", "evaluate_classifier", "evaluate_dual_encoder", "pair_embeddings"]
@@ -50,9 +51,14 @@ def evaluate_dual_encoder(model: DualEncoderModel, splits: Mapping[str, Multimod
 
 
 def evaluate(model: object, splits: Mapping[str, MultimodalDataset]) -> list[MetricResult]:
-    """The standard evaluation of a model of either kind on the given splits."""
+    """The standard evaluation of a model of any kind on the given splits (a captioner: BLEU-4 and CIDEr of
+    its generated captions)."""
     if isinstance(model, Classifier):
         return evaluate_classifier(model, splits)
     if isinstance(model, DualEncoderModel):
         return evaluate_dual_encoder(model, splits)
-    raise TypeError(f"no evaluation for {type(model).__name__}: it is neither a classifier nor a dual encoder")
+    if isinstance(model, CaptionerModel):
+        return evaluate_captioner(model, splits)
+    raise TypeError(
+        f"no evaluation for {type(model).__name__}: it is neither a classifier, a dual encoder nor a captioner"
+    )

@@ -12,10 +12,8 @@ from .checkpoint import load_checkpoint, read_manifest, save_checkpoint
 from .data import DatasetRef, DatasetSplits
 from .errors import ConfigError
 from .evaluate import evaluate
-from .metrics.captioning import evaluate_captioner
 from .models import MultimodalModel, build_model
 from .models.hf import HFDualEncoder, splits_for_model
-from .models.protocols import CaptionerModel
 from .results import MetricResult
 from .train import TrainConfig, TrainResult, train_model
 
@@ -167,7 +165,7 @@ def train_on_dataset(
     result = train_model(net, splits.train, config, out_dir=out_dir, provenance=provenance, device=device)
     scored = {"train": splits.train, "val": splits.val, "test": splits.test}
     trained = result.model
-    metrics = evaluate_captioner(trained, scored) if isinstance(trained, CaptionerModel) else evaluate(trained, scored)
+    metrics = evaluate(trained, scored)
     save_checkpoint(
         Path(out_dir),
         result.model,

@@ -106,3 +106,21 @@ def test_malformed_yaml_names_the_line(tmp_path):
 def test_missing_config_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_captioner_grids_take_generative_methods_and_their_own_metrics():
+    raw = unlearn(dataset="shapes-captions", model="captioner", requests=["concept"], methods=["neggrad_plus"],
+                  metrics=["mention_concept", "bleu4"])  # fmt: skip
+    (grid,) = parse_config(raw).grids
+    assert grid.model == "captioner" and grid.title == "shapes-captions captioner"
+    dual = parse_config(unlearn(dataset="shapes-captions", requests=["concept"], methods=["neggrad_plus"]))
+    keys = {c.key for c in bench_cells(parse_config(raw))}
+    assert keys.isdisjoint({c.key for c in bench_cells(dual)})  # another model: other cells
+    with pytest.raises(ConfigError, match=r"ccu cannot edit the captioner of shapes-captions; methods that can: .*"):
+        parse_config(unlearn(dataset="shapes-captions", model="captioner", methods=["ccu"]))
+    with pytest.raises(ConfigError, match="no 'captioner' recipe for dataset 'av-digits'"):
+        parse_config(unlearn(dataset="av-digits", model="captioner", methods=["grad_ascent"]))
+    with pytest.raises(ConfigError, match="unknown metrics"):
+        parse_config(unlearn(dataset="shapes-captions", model="captioner", methods=["grad_ascent"], metrics=["i2t_r1"]))
+    with pytest.raises(ConfigError, match="unknown models"):
+        parse_config(unlearn(dataset="shapes-captions", model="gpt", methods=["grad_ascent"]))

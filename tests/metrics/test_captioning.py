@@ -12,7 +12,6 @@ from mmunlearn.data.request import ForgetRequest
 from mmunlearn.data.tokenizer import WordTokenizer
 from mmunlearn.errors import DataError
 from mmunlearn.metrics.captioning import (
-    CAPTIONER_METRICS,
     bleu4,
     captioner_metrics,
     cider,
@@ -24,6 +23,7 @@ from mmunlearn.metrics.captioning import (
 )
 from mmunlearn.metrics.scenario_a import RelearnConfig
 from mmunlearn.models import build_model
+from mmunlearn.records import CAPTIONER_METRICS
 from mmunlearn.unlearn import UnlearnData
 from toy import make_pairs
 

@@ -13,10 +13,10 @@ import mmunlearn.unlearn.neggrad_plus
 import mmunlearn.unlearn.retrain  # noqa: F401
 from mmunlearn.data.request import ForgetRequest
 from mmunlearn.errors import ConfigError
-from mmunlearn.metrics.captioning import CAPTIONER_METRICS
 from mmunlearn.models import Captioner, build_model
 from mmunlearn.models.protocols import CaptionerModel
 from mmunlearn.pipeline import request_metrics
+from mmunlearn.records import CAPTIONER_METRICS
 from mmunlearn.unlearn import UNLEARNERS, UnlearnData
 from mmunlearn.unlearn.base import Run
 from mmunlearn.unlearn.objectives import GENERATIVE_KINDS, MODEL_KINDS, task_logits, task_loss

@@ -59,7 +59,7 @@ class Cell:
         so a store never passes off a result of the old settings as one of the new.
         """
         g = self.grid
-        recipe = recipe_for(g.dataset)
+        recipe = recipe_for(g.dataset, getattr(g, "model", None))
         parts: dict[str, Any] = {
             "data": DATASETS.get(g.dataset).version,  # type: ignore[attr-defined]
             "model": [recipe.model, dict(recipe.model_config)],

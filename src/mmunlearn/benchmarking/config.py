@@ -42,11 +42,11 @@ from ..configs import make_config
 from ..data import DATASETS
 from ..data.builder import SIZES
 from ..errors import ConfigError
-from ..models.protocols import KINDS, Classifier, DualEncoderModel
+from ..models.protocols import KINDS, CaptionerModel, Classifier, DualEncoderModel
 from ..outputs import read_text_file
 from ..protectors import PROTECTORS
-from ..recipes import RECIPES, recipe_for
-from ..records.scenarios import SCENARIO_A_METRICS, SCENARIO_C_METRICS, VICTIM_METRICS
+from ..recipes import MODEL_RECIPES, RECIPES, recipe_for
+from ..records.scenarios import CAPTIONER_METRICS, SCENARIO_A_METRICS, SCENARIO_C_METRICS, VICTIM_METRICS
 from ..train import TrainConfig
 from ..unlearn import UNLEARNERS, retrain_config
 from ..victim import VictimConfig
@@ -76,6 +76,8 @@ class UnlearnGrid:
         train: recipe fields of the original (and of retrain, which must train the same way).
         metrics: metric names kept in the records (empty: every scenario-A metric).
         fraction: share of the training samples in a random request.
+        model: another model the dataset has a recipe for (``"captioner"`` on the caption sets: a generative
+            captioner forgets a concept); None: the dataset's own model.
     """
 
     dataset: str = "av-digits"
@@ -88,6 +90,7 @@ class UnlearnGrid:
     train: Mapping[str, Any] = field(default_factory=dict)
     metrics: tuple[str, ...] = ()
     fraction: float = 0.1
+    model: str | None = None
 
     scenario = "unlearn"
 
@@ -102,7 +105,12 @@ class UnlearnGrid:
 
     def train_config(self) -> TrainConfig:
         """The original's training recipe: the dataset's, with the grid's ``train`` fields."""
-        return recipe_for(self.dataset).train.replace(**self.train)
+        return recipe_for(self.dataset, self.model).train.replace(**self.train)
+
+    @property
+    def title(self) -> str:
+        """The dataset, and the model where it is not the dataset's own (e.g. ``shapes-captions captioner``)."""
+        return self.dataset if self.model is None else f"{self.dataset} {self.model}"
 
     def method_config(self, label: str, seed: int) -> tuple[str, dict[str, Any]]:
         """A row's method key and the config fields it runs with (retrain trains like the original)."""
@@ -234,12 +242,19 @@ def _check_method_config(grid: UnlearnGrid, label: str) -> None:
         method = UNLEARNERS.create(key, **fields)
     except ConfigError as e:
         raise ConfigError(f"row {label!r}: {e}") from e
-    kind = DualEncoderModel if "text" in _modalities(grid.dataset) else Classifier
+    kind = model_kind(grid)
     if kind not in method.requires:
         usable = [n for n in UNLEARNERS.names() if kind in getattr(UNLEARNERS.get(n), "requires", ())]
         raise ConfigError(
             f"row {label!r}: {key} cannot edit the {KINDS[kind]} of {grid.dataset}; methods that can: {usable}"
         )
+
+
+def model_kind(grid: UnlearnGrid) -> type:
+    """The protocol of the grid's model: a captioner, a dual encoder (caption sets) or a classifier."""
+    if grid.model == "captioner":
+        return CaptionerModel
+    return DualEncoderModel if "text" in _modalities(grid.dataset) else Classifier
 
 
 def _check_protector_config(key: str, fields: Mapping[str, Any]) -> None:
@@ -278,7 +293,11 @@ def _unlearn_grid(raw: dict[str, Any]) -> UnlearnGrid:
     dataset = str(raw.get("dataset", "av-digits"))
     _check_names("datasets", [dataset], [d for d in DATASETS.names() if d in RECIPES])
     captions = "text" in _modalities(dataset)
-    metric_names = SCENARIO_C_METRICS if captions else SCENARIO_A_METRICS
+    model = raw.get("model")
+    if model is not None:
+        _check_names("models", [str(model)], list(MODEL_RECIPES))
+        recipe_for(dataset, str(model))  # a ConfigError names the datasets with such a recipe
+    metric_names = CAPTIONER_METRICS if model else SCENARIO_C_METRICS if captions else SCENARIO_A_METRICS
     methods, metrics, overrides = _rows_metrics_overrides(raw, "methods", UNLEARNERS.names(), "ccu", metric_names)
     requests = _tuple(raw.get("requests", ["random"]), "requests", str)
     _check_names("requests", requests, REQUESTS)
@@ -292,7 +311,7 @@ def _unlearn_grid(raw: dict[str, Any]) -> UnlearnGrid:
     train = _mapping(raw.get("train"), "train")
     _check_keys("train", train, [f.name for f in dataclasses.fields(TrainConfig)])
     try:
-        recipe_for(dataset).train.replace(**train)
+        recipe_for(dataset, model).train.replace(**train)
     except ConfigError as e:
         raise ConfigError(f"train: {e}") from e
     fraction = raw.get("fraction", 0.1)
@@ -300,7 +319,7 @@ def _unlearn_grid(raw: dict[str, Any]) -> UnlearnGrid:
         raise ConfigError(f"fraction must be a number in (0, 1), got {fraction!r}")
     grid = UnlearnGrid(
         dataset, _size(raw.get("size", "small")), _seeds(raw.get("seeds", [0])), requests, methods,
-        variants, overrides, train, metrics, fraction,
+        variants, overrides, train, metrics, fraction, None if model is None else str(model),
     )  # fmt: skip
     for label in grid.rows():
         _check_method_config(grid, label)

@@ -70,7 +70,8 @@ def failed_record(cell: Cell, error: BaseException) -> RunRecord:
 def annotate(record: RunRecord, cell: Cell, command: str | None) -> RunRecord:
     """Add the cell's coordinates, the command and the machine to a record's extras."""
     g = cell.grid
-    where = {"cell": cell.key, "row": cell.label, "dataset": g.dataset, "size": g.size, "setting": cell.setting}
+    title = getattr(g, "title", g.dataset)  # a grid of another model than the dataset's own names it
+    where = {"cell": cell.key, "row": cell.label, "dataset": title, "size": g.size, "setting": cell.setting}
     extras = {"status": "ok", **record.extras, **where, "command": command, "machine": machine()}
     return dataclasses.replace(record, extras=extras)
 

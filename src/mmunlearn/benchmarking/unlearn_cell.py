@@ -18,7 +18,7 @@ from ..data.core import MultimodalDataset
 from ..errors import ConfigError
 from ..fileio import atomic_write_json, canonical_json, sha256_bytes
 from ..models import MultimodalModel
-from ..models.protocols import DualEncoderModel
+from ..models.protocols import CaptionerModel, DualEncoderModel
 from ..pipeline import request_metrics, run_request
 from ..recipes import recipe_for, train_on_dataset
 from ..results import RunRecord
@@ -75,9 +75,12 @@ def feature_projection(model: Any, data: MultimodalDataset, limit: int = 300) ->
     idx = torch.arange(min(limit, len(data)))
     batch = data.batch(idx)
     with eval_mode(model), torch.no_grad():
-        image = (
-            model.encode_image(batch["image"]) if isinstance(model, DualEncoderModel) else model.embed(batch, "image")
-        )
+        if isinstance(model, DualEncoderModel):
+            image = model.encode_image(batch["image"])
+        elif isinstance(model, CaptionerModel):
+            image = model.image_features(batch["image"])
+        else:
+            image = model.embed(batch, "image")
         feats = image.double()
     centred = feats - feats.mean(0)
     _, _, v = torch.linalg.svd(centred, full_matrices=False)
@@ -100,13 +103,19 @@ class UnlearnCells:
 
         The seconds are those of every epoch, however many times the training was killed and resumed.
         """
-        recipe = recipe_for(grid.dataset)
+        recipe = recipe_for(grid.dataset, grid.model)
         folder = self.work / "models" / self.shared_key(grid, seed)
         if folder.name not in self.originals:
             timing = folder / "bench-timing.json"
             if not timing.is_file() or not read_manifest(folder).get("metrics"):
                 result, _ = train_on_dataset(
-                    grid.dataset, folder, size=grid.size, seed=seed, overrides=dict(grid.train), progress=False
+                    grid.dataset,
+                    folder,
+                    size=grid.size,
+                    seed=seed,
+                    overrides=dict(grid.train),
+                    progress=False,
+                    model=grid.model,
                 )
                 # the whole training time, across resumes (from the checkpoint), not only this process's epochs
                 atomic_write_json(timing, {"seconds": result.total_seconds, "resumed_from": result.resumed_from})
@@ -119,7 +128,7 @@ class UnlearnCells:
     @staticmethod
     def shared_key(grid: UnlearnGrid, seed: int) -> str:
         """The name of the original's folder: what the cells of (dataset, size, seed, recipe) share."""
-        recipe = recipe_for(grid.dataset)
+        recipe = recipe_for(grid.dataset, grid.model)
         identity = [grid.train_config().replace(seed=seed).identity(), recipe.model, dict(recipe.model_config)]
         tag = sha256_bytes(canonical_json(identity).encode())[:8]
         return f"{grid.dataset}-{grid.size}-seed{seed}-{tag}"

@@ -44,7 +44,7 @@ from ..outputs import (
 )
 from ..overrides import parse_sets
 from ..protectors import PROTECTORS
-from ..recipes import train_on_dataset
+from ..recipes import MODEL_RECIPES, train_on_dataset
 from ..records.scenarios import gap_to_retrain
 from ..registry import Registry, UnknownNameError
 from ..results import MetricResult, RunRecord
@@ -177,6 +177,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         layout=args.layout,
         init=args.init,
+        model=args.model,
     )
     record = RunRecord(
         "train",
@@ -453,6 +454,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FOLDER",
         help="train this model instead of the recipe's fresh one: our checkpoint or a Hugging Face "
         "save_pretrained folder (CLIP, SigLIP, CLAP)",
+    )
+    p.add_argument(
+        "--model",
+        choices=sorted(MODEL_RECIPES),
+        default=None,
+        help="train this model's recipe instead of the dataset's own model (captioner: a generative image "
+        "captioner of a caption set)",
     )
     p.add_argument("--out", required=True, help="checkpoint folder (an unfinished run there is resumed)")
     p.add_argument(

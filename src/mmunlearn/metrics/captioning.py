@@ -47,18 +47,6 @@ from .scenario_a import DEFAULT_RELEARN, RelearnConfig
 
 REQUIRES = (CaptionerModel,)
 """The model protocol the captioning suite needs."""
-CAPTIONER_METRICS = (
-    "mention_concept",
-    "bleu4",
-    "cider",
-    "mention_retained",
-    "mention_retained_ratio",
-    "latency_per_token",
-    "latency_ratio",
-    "relearn_mention",
-    "relearn_bleu4",
-)
-"""Every metric name `captioner_metrics` can produce."""
 GEN_BATCH = 256
 """Images per `generate` call."""
 LATENCY_BATCH = 64

@@ -2,8 +2,10 @@
 
 from .aggregate import Row, Table, aggregate
 from .scenarios import (
+    CAPTIONER_METRICS,
     HEADLINE,
     HEADLINE_C,
+    HEADLINE_CAPTION,
     HEADLINES,
     SCENARIO_A_METRICS,
     SCENARIO_C_METRICS,
@@ -13,9 +15,11 @@ from .scenarios import (
 from .store import ResultStore, StoreLockedError, latest_by_cell, read_records
 
 __all__ = [
+    "CAPTIONER_METRICS",
     "HEADLINE",
     "HEADLINES",
     "HEADLINE_C",
+    "HEADLINE_CAPTION",
     "SCENARIO_A_METRICS",
     "SCENARIO_C_METRICS",
     "VICTIM_METRICS",

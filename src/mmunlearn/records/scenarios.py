@@ -76,9 +76,37 @@ HEADLINE_C = (
 )
 
 
-HEADLINES = tuple(dict.fromkeys(HEADLINE + HEADLINE_C))
-"""Both scenarios' headline keys: a scenario-A record has none of C's retrieval keys and a scenario-C record
-none of A's accuracies (``mia_svc`` is a headline of both), so the gap of either is over its own headline."""
+# Every metric name the captioning suite can produce for a generative captioner forgetting a concept
+# (mention rates, caption quality, over-suppression of retained concepts, latency, relearning).
+CAPTIONER_METRICS = (
+    "mention_concept",
+    "bleu4",
+    "cider",
+    "mention_retained",
+    "mention_retained_ratio",
+    "latency_per_token",
+    "latency_ratio",
+    "relearn_mention",
+    "relearn_bleu4",
+)
+
+# The captioner's headline metrics for `gap_to_retrain`: how often the forgotten concept is still named
+# (on its images, train and test) and how often it is named wrongly elsewhere, caption quality (BLEU-4, in
+# [0, 1] like the others; CIDEr's 0-10 scale would outweigh them) and retained concepts still named.
+HEADLINE_CAPTION = (
+    ("mention_concept", "unlearn"),
+    ("mention_concept", "test_concept"),
+    ("mention_concept", "test"),
+    ("bleu4", "retain"),
+    ("bleu4", "test"),
+    ("mention_retained", "test"),
+)
+
+
+HEADLINES = tuple(dict.fromkeys(HEADLINE + HEADLINE_C + HEADLINE_CAPTION))
+"""Every scenario's headline keys: a scenario-A record has none of C's retrieval keys, a scenario-C record
+none of A's accuracies (``mia_svc`` is a headline of both) and a captioner's record only its own, so the gap of
+each is over its own headline."""
 
 
 def gap_to_retrain(
