@@ -37,6 +37,8 @@ _EXPORTS = {
     "load_dataset": "data",
     "Classifier": "models.protocols",
     "DualEncoderModel": "models.protocols",
+    "CaptionerModel": "models.protocols",
+    "Captioner": "models",
     "ClassifierAdapter": "models.adapter",
     "DualEncoder": "models",
     "MultimodalClassifier": "models",
@@ -56,6 +58,8 @@ __all__ = [  # noqa: RUF022 (the version first, then the names of _EXPORTS)
     "MODELS",
     "PROTECTORS",
     "UNLEARNERS",
+    "Captioner",
+    "CaptionerModel",
     "Classifier",
     "ClassifierAdapter",
     "DatasetSplits",
@@ -101,9 +105,9 @@ if TYPE_CHECKING:
     from .checkpoint import load_checkpoint, save_checkpoint
     from .data import DATASETS, DatasetSplits, ForgetRequest, MultimodalDataset, Sample, load_dataset
     from .evaluate import evaluate
-    from .models import MODELS, DualEncoder, MultimodalClassifier
+    from .models import MODELS, Captioner, DualEncoder, MultimodalClassifier
     from .models.adapter import ClassifierAdapter
-    from .models.protocols import Classifier, DualEncoderModel
+    from .models.protocols import CaptionerModel, Classifier, DualEncoderModel
     from .pipeline import ForgetResult
     from .protectors import PROTECTORS
     from .registry import Registry
