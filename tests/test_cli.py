@@ -93,6 +93,10 @@ def test_train_eval_and_forget_a_captioner(tmp_path, capsys):
     assert code == 0 and any(m["name"] == "mention_concept" for m in json.loads(out)["metrics"])
     code, _, err = run(capsys, *forget[:4], "ccu", "--concept", "red circle", "--out", str(tmp_path / "g"))
     assert code == 2 and "error:" in err and "captioner" in err.lower()
+    code, _, err = run(
+        capsys, *forget[:4], "token_suppression", "--concept", "red circle", "--out", str(tmp_path / "h")
+    )
+    assert code == 2 and "decoding-time method" in err and not (tmp_path / "h").exists()
 
 
 def test_data_build(capsys):

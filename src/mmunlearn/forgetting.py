@@ -12,7 +12,7 @@ from typing import Any
 
 from .checkpoint import WEIGHTS, load_checkpoint, read_manifest
 from .data import DATASETS, DatasetRef, DatasetSplits, ForgetRequest, MultimodalDataset
-from .errors import CheckpointError, DataError, MMUnlearnError
+from .errors import CheckpointError, ConfigError, DataError, MMUnlearnError
 from .models.factory import build_from_factory, load_weights
 from .models.hf import HFDualEncoder, splits_for_model
 from .outputs import WORK_DIR, read_text_file
@@ -198,6 +198,13 @@ def make_unlearner(
     method: str, manifest: dict[str, Any], seed: int, overrides: dict[str, Any], progress: bool
 ) -> Unlearner[Any, Any]:
     """Instantiate a method; ``retrain`` trains with the original's recipe, read from the checkpoint."""
+    stage = getattr(UNLEARNERS.get(method), "stage", "")
+    if stage == "decoding-time":
+        raise ConfigError(
+            f"{method} is a decoding-time method: it changes no weight, it steers generation, and a folder "
+            "cannot hold such an edit yet; run it from Python (mmunlearn.forget, which returns the edit) or "
+            "in a bench grid"
+        )
     base: dict[str, Any] = {"seed": seed, "progress": progress}
     if method == "retrain":
         base = retrain_config(manifest.get("provenance", {}).get("train", {}), progress=progress)

@@ -18,7 +18,7 @@ from typing import Any
 from .checkpoint import save_checkpoint, state_sha256
 from .data import ForgetRequest, MultimodalDataset
 from .data.core import data_fingerprint
-from .errors import DataError
+from .errors import CheckpointError, DataError
 from .fileio import json_bytes
 from .metrics.captioning import captioner_metrics
 from .metrics.scenario_a import DEFAULT_RELEARN, RelearnConfig, ScenarioAData, scenario_a_metrics
@@ -191,6 +191,11 @@ def write_run(
     user's model is saved as ``model.safetensors`` with a run manifest covering the three files
     (`mmunlearn.receipts.save_run`). Either way ``mmunlearn verify`` checks them against each other.
     """
+    if getattr(model, "weight_edit", True) is False:
+        raise CheckpointError(
+            f"{type(model).__name__} is a decoding-time edit (the weights are the original's, the edit is the "
+            "decoding rule): it cannot be saved as a model folder"
+        )
     files = {METRICS: json_bytes([m.to_dict() for m in metrics]), RECEIPT: json_bytes(receipt)}
     if isinstance(model, MultimodalModel):
         unlearned = {"method": receipt["method"]["name"], "request": receipt["request"]}

@@ -91,11 +91,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     for name in ("datasets", "layouts", "models"):
         print(f"{name}: {', '.join(regs[name]) or '(none)'}")
+    width = max(map(len, methods), default=0) + 1
     for stage in [s for s in STAGES if any(m["stage"] == s for m in methods.values())]:
         print(f"{stage}:")
         for name, m in methods.items():
             if m["stage"] == stage:
-                print(f"  {name:<16} {m['family']:<10} models: {', '.join(m['model_kinds'])}")
+                print(f"  {name:<{width}} {m['family']:<10} models: {', '.join(m['model_kinds'])}")
     return 0
 
 

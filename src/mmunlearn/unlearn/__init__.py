@@ -4,9 +4,11 @@ from . import (  # noqa: F401  (importing registers the methods)
     boundary_shrink,
     ccu,
     cliperase,
+    concept_guard,
     finetune,
     grad_ascent,
     l1_sparse,
+    logit_difference,
     lora,
     manu,
     multidelete,
@@ -19,6 +21,7 @@ from . import (  # noqa: F401  (importing registers the methods)
     ssd,
     subspace_edit,
     task_vector,
+    token_suppression,
 )
 from .base import UNLEARNERS, Run, Step, UnlearnConfig, UnlearnData, Unlearner, present_only
 from .retrain import retrain_config
