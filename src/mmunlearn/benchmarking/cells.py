@@ -24,7 +24,8 @@ class Cell:
     Attributes:
         grid: the grid it belongs to.
         seed: the seed of everything in the cell.
-        label: the row: ``"original"``, ``"retrain"``, a method or variant label, or a protector.
+        label: the row: ``"original"``, ``"retrain"``, a method or variant label, a tuned row
+            (``"<method> (tuned)"``), or a protector.
         request: scenario A's request kind (``"random"``, ``"identity"``).
         victim: scenario B's victim fields (``image_encoder``, ``defence``).
     """
@@ -69,6 +70,8 @@ class Cell:
             if self.label != "original":
                 method, config = g.method_config(self.label, self.seed)
                 parts.update(method=method, config=resolved(UNLEARNERS.create(method, **config).config))
+                if g.tuned_method(self.label) is not None:  # the protocol, not its result: the study decides
+                    parts.update(tuning=g.tuning_protocol(method))
             return parts
         victim = resolved(g.victim_config(self.victim, self.seed))
         protector = resolved(PROTECTORS.create(self.label, **g.protector_config(self.label, self.seed)).config)

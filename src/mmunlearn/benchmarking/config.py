@@ -13,6 +13,7 @@ grids:
     overrides: {finetune: {epochs: 1}}                   # config fields per method
     train: {epochs: 5}         # the original's (and retrain's) recipe fields
     metrics: [acc_fused, acc_image, mia_svc]             # kept in the records (default: all)
+    tune: {trials: 12, methods: [finetune], request: random, seed: 100}   # extra rows "finetune (tuned)"
   - scenario: protect          # scenario B: protect caption pairs, train victims on them
     dataset: shapes-captions
     size: small
@@ -30,6 +31,7 @@ registries; an unknown one is a `ConfigError` that lists the known ones.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -50,12 +52,36 @@ from ..records.scenarios import CAPTIONER_METRICS, SCENARIO_A_METRICS, SCENARIO_
 from ..train import TrainConfig
 from ..unlearn import UNLEARNERS, retrain_config
 from ..victim import VictimConfig
+from .search_spaces import as_json, check_space, config_defaults, space_for
 
 REQUESTS = ("random", "identity", "concept", "group")
 """Request kinds: ``random`` on any dataset, ``identity`` on audio-visual data (two fonts), ``concept``
 and ``group`` on image-caption data (a concept's pairs; an emoji's group)."""
 CAPTION_REQUESTS = ("random", "concept", "group")
 CLASSIFIER_REQUESTS = ("random", "identity")
+TUNED = " (tuned)"
+"""Suffix of a tuned row's label: ``"finetune (tuned)"``."""
+TUNING_PROTOCOL_VERSION = 1
+"""Bumped when the tuning protocol (objective, data it sees) changes: the studies and tuned cells are redone."""
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    """The tuning protocol of a grid (see docs/tuning.md): every listed method gets a second row, run with the
+    configuration an Optuna study chose on a validation request.
+
+    Attributes:
+        trials: trials of every method's study (the same budget for every method).
+        methods: the methods tuned (each must have a search space, `search_spaces.SEARCH_SPACES`).
+        request: the kind of the validation request (one of the grid's usable kinds).
+        seed: the validation request's seed (also the seed of the method in every trial and of the sampler);
+            it must not be one of the grid's seeds.
+    """
+
+    trials: int = 12
+    methods: tuple[str, ...] = ()
+    request: str = "random"
+    seed: int = 100
 
 
 @dataclass(frozen=True)
@@ -78,6 +104,7 @@ class UnlearnGrid:
         fraction: share of the training samples in a random request.
         model: another model the dataset has a recipe for (``"captioner"`` on the caption sets: a generative
             captioner forgets a concept); None: the dataset's own model.
+        tune: the tuning protocol; None: no tuned rows.
     """
 
     dataset: str = "av-digits"
@@ -91,17 +118,60 @@ class UnlearnGrid:
     metrics: tuple[str, ...] = ()
     fraction: float = 0.1
     model: str | None = None
+    tune: TuneSpec | None = None
 
     scenario = "unlearn"
 
     def rows(self) -> dict[str, tuple[str, dict[str, Any]]]:
-        """Row label -> (method key, config overrides), retrain first."""
+        """Row label -> (method key, config overrides), retrain first, each tuned row after its default row
+        (a tuned row's overrides are those it starts from, not the tuned values)."""
+        tuned = self.tune.methods if self.tune is not None else ()
         rows = {"retrain": ("retrain", dict(self.overrides.get("retrain", {})))}
-        rows.update({m: (m, dict(self.overrides.get(m, {}))) for m in self.methods if m != "retrain"})
+        for m in self.methods:
+            if m != "retrain":
+                rows[m] = (m, dict(self.overrides.get(m, {})))
+            if m in tuned:
+                rows[m + TUNED] = (m, dict(self.overrides.get(m, {})))
         for label, spec in self.variants.items():
             rest = {k: v for k, v in spec.items() if k != "method"}
             rows[label] = (str(spec["method"]), {**self.overrides.get(str(spec["method"]), {}), **rest})
+        rows.update({m + TUNED: (m, dict(self.overrides.get(m, {}))) for m in tuned if m not in self.methods})
         return rows
+
+    def tuned_method(self, label: str) -> str | None:
+        """The method a tuned row tunes (None for any other row)."""
+        if self.tune is None or not label.endswith(TUNED):
+            return None
+        method = label.removesuffix(TUNED)
+        return method if method in self.tune.methods else None
+
+    def tuning_space(self, method: str) -> dict[str, tuple[Any, ...]]:
+        """The space a tuned row searches: the method's declared space less the fields the grid's
+        ``overrides`` fix (an override holds a field at its value)."""
+        fixed = self.overrides.get(method, {})
+        return {k: v for k, v in space_for(method).items() if k not in fixed}
+
+    def tuning_protocol(self, method: str) -> dict[str, Any]:
+        """Everything that decides a tuned row's study, and nothing of its result: the search space, the
+        budget, the validation request and the requests it must avoid, the sampler seed, the original it
+        runs on, the fields held fixed and retrain's. It names the study and enters the tuned cells' keys."""
+        assert self.tune is not None
+        recipe = recipe_for(self.dataset, self.model)
+        return {
+            "version": TUNING_PROTOCOL_VERSION,
+            "data": [self.dataset, self.size, DATASETS.get(self.dataset).version],  # type: ignore[attr-defined]
+            "model": [recipe.model, dict(recipe.model_config)],
+            "train": self.train_config().replace(seed=self.seeds[0]).identity(),
+            "method": method,
+            "space": as_json(self.tuning_space(method)),
+            "fixed": dict(self.overrides.get(method, {})),
+            "retrain": dict(self.overrides.get("retrain", {})),
+            "trials": self.tune.trials,
+            "request": {"kind": self.tune.request, "seed": self.tune.seed, "fraction": self.fraction},
+            "avoid": {"requests": list(self.requests), "seeds": list(self.seeds)},
+            "sampler": {"name": "tpe", "seed": self.tune.seed},
+            "original_seed": self.seeds[0],
+        }
 
     def train_config(self) -> TrainConfig:
         """The original's training recipe: the dataset's, with the grid's ``train`` fields."""
@@ -317,13 +387,52 @@ def _unlearn_grid(raw: dict[str, Any]) -> UnlearnGrid:
     fraction = raw.get("fraction", 0.1)
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
         raise ConfigError(f"fraction must be a number in (0, 1), got {fraction!r}")
+    bad = [label for label in variants if label.endswith(TUNED)]
+    if bad:
+        raise ConfigError(f"variant labels must not end with {TUNED.strip()!r} (the tuned rows' mark): {bad}")
+    seeds = _seeds(raw.get("seeds", [0]))
+    tune = _tune(raw.get("tune"), methods, requests, usable, seeds)
     grid = UnlearnGrid(
-        dataset, _size(raw.get("size", "small")), _seeds(raw.get("seeds", [0])), requests, methods,
-        variants, overrides, train, metrics, fraction, None if model is None else str(model),
+        dataset, _size(raw.get("size", "small")), seeds, requests, methods,
+        variants, overrides, train, metrics, fraction, None if model is None else str(model), tune,
     )  # fmt: skip
+    for method in tune.methods if tune is not None else ():
+        if not grid.tuning_space(method):
+            raise ConfigError(f"tune: overrides.{method} fixes every field of its search space: nothing to tune")
     for label in grid.rows():
         _check_method_config(grid, label)
     return grid
+
+
+def _tune(
+    raw: Any, methods: tuple[str, ...], requests: tuple[str, ...], usable: tuple[str, ...], seeds: tuple[int, ...]
+) -> TuneSpec | None:
+    """The grid's ``tune`` mapping, checked (None when absent): unknown keys, ``trials >= 1``, methods known
+    and with a search space whose names are fields of their config, a usable request kind (default: the
+    grid's first) and a seed that is not one of the grid's seeds."""
+    if raw is None:
+        return None
+    if importlib.util.find_spec("optuna") is None:
+        raise ConfigError("tune: tuning needs Optuna, which is not installed: pip install 'mmunlearn[tune]'")
+    spec = _mapping(raw, "tune")
+    _check_keys("tune", spec, [f.name for f in dataclasses.fields(TuneSpec)])
+    trials = spec.get("trials", TuneSpec.trials)
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ConfigError(f"tune.trials must be an integer >= 1, got {trials!r}")
+    default = [m for m in methods if m != "retrain"]
+    tuned = _tuple(spec.get("methods", default), "tune.methods", str)
+    _check_names("methods", tuned, UNLEARNERS.names())
+    for method in tuned:
+        try:
+            check_space(space_for(method), config_defaults(UNLEARNERS.get(method).Config))  # type: ignore[attr-defined]
+        except ConfigError as e:
+            raise ConfigError(f"tune.methods: {e}") from e
+    request = str(spec.get("request", requests[0]))
+    _check_names("tune.request kinds", [request], usable)
+    seed = spec.get("seed", TuneSpec.seed)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0 or seed in seeds:
+        raise ConfigError(f"tune.seed must be an integer >= 0 other than the grid's seeds {list(seeds)}, got {seed!r}")
+    return TuneSpec(trials, tuned, request, seed)
 
 
 def _protect_grid(raw: dict[str, Any]) -> ProtectGrid:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -21,12 +23,15 @@ from ..models import MultimodalModel
 from ..models.protocols import CaptionerModel, DualEncoderModel
 from ..pipeline import request_metrics, run_request
 from ..recipes import recipe_for, train_on_dataset
-from ..results import RunRecord
+from ..results import MetricResult, RunRecord
 from ..runtime import eval_mode
 from ..unlearn import UNLEARNERS, UnlearnData
 from ..versions import versions
 from .cells import Cell, keep, resolved
 from .config import UnlearnGrid
+
+if TYPE_CHECKING:
+    from .tuning import TuningResult
 
 TOP = 10
 """A concept or group request picks, by its seed, one of the ``TOP`` most frequent concepts or groups."""
@@ -63,6 +68,18 @@ def _frequent(counts: Counter[str], seed: int) -> str:
     """The ``seed % TOP``-th most frequent name (ties broken by name)."""
     ranked = sorted(counts, key=lambda c: (-counts[c], c))[:TOP]
     return ranked[seed % len(ranked)]
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created) for the block; another holder makes this one wait."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def feature_projection(model: Any, data: MultimodalDataset, limit: int = 300) -> dict[str, list[Any]]:
@@ -107,18 +124,21 @@ class UnlearnCells:
         folder = self.work / "models" / self.shared_key(grid, seed)
         if folder.name not in self.originals:
             timing = folder / "bench-timing.json"
-            if not timing.is_file() or not read_manifest(folder).get("metrics"):
-                result, _ = train_on_dataset(
-                    grid.dataset,
-                    folder,
-                    size=grid.size,
-                    seed=seed,
-                    overrides=dict(grid.train),
-                    progress=False,
-                    model=grid.model,
-                )
-                # the whole training time, across resumes (from the checkpoint), not only this process's epochs
-                atomic_write_json(timing, {"seconds": result.total_seconds, "resumed_from": result.resumed_from})
+            # a tuned row's study needs the first seed's original too, and may run beside that original's first
+            # cell on another worker: whoever comes second waits here, then loads what the first saved
+            with exclusive(folder.with_name(folder.name + ".lock")):
+                if not timing.is_file() or not read_manifest(folder).get("metrics"):
+                    result, _ = train_on_dataset(
+                        grid.dataset,
+                        folder,
+                        size=grid.size,
+                        seed=seed,
+                        overrides=dict(grid.train),
+                        progress=False,
+                        model=grid.model,
+                    )
+                    # the whole training time, across resumes (from the checkpoint), not only this process's epochs
+                    atomic_write_json(timing, {"seconds": result.total_seconds, "resumed_from": result.resumed_from})
             model = load_checkpoint(folder).model  # always from disk: a resumed bench sees the same weights
             if not isinstance(model, MultimodalModel) or model.kind != recipe.model:
                 raise TypeError(f"{folder} does not hold a {recipe.model}")
@@ -134,9 +154,25 @@ class UnlearnCells:
         return f"{grid.dataset}-{grid.size}-seed{seed}-{tag}"
 
     def shared(self, cell: Cell) -> str:
-        """What ``cell`` shares with other cells (its original), computed by the first that runs."""
-        assert isinstance(cell.grid, UnlearnGrid)
-        return f"model:{self.shared_key(cell.grid, cell.seed)}"
+        """What ``cell`` shares with other cells, computed by the first that runs: its original, or for a
+        tuned row its study (tuned once, before the row's other cells run; the original it also needs is
+        guarded by a lock in `original`)."""
+        grid = cell.grid
+        assert isinstance(grid, UnlearnGrid)
+        method = grid.tuned_method(cell.label)
+        if method is not None:
+            from .tuning import study_name  # tuning imports this module
+
+            return f"study:{study_name(grid, method)}"
+        return f"model:{self.shared_key(grid, cell.seed)}"
+
+    def tuning(self, grid: UnlearnGrid, method: str) -> TuningResult:
+        """The study of ``method`` on ``grid`` (run, resumed, or read back): on the grid's first seed's
+        original, a validation request and the validation split's halves (never the test split)."""
+        from .tuning import tune_method, tuning_job  # tuning imports this module
+
+        model, _ = self.original(grid, grid.seeds[0])
+        return tune_method(tuning_job(grid, method, self.data(grid.dataset, grid.size), model, self.work))
 
     def run(self, cell: Cell) -> RunRecord:
         """One cell: the original's figures, or one method's unlearning of the cell's request."""
@@ -145,12 +181,17 @@ class UnlearnCells:
         splits = self.data(grid.dataset, grid.size)
         model, train_seconds = self.original(grid, cell.seed)
         req = request_for(cell.request, splits, cell.seed, grid.fraction)
+        tuning: TuningResult | None = None
         if cell.label == "original":
             data = UnlearnData.from_request(req, splits.train, splits.val)
             metrics, new = request_metrics(model, model, data, splits.test), model
             method, config, seconds = "original", grid.train_config().replace(seed=cell.seed).identity(), train_seconds
         else:
             method, fields = grid.method_config(cell.label, cell.seed)
+            tuned = grid.tuned_method(cell.label)
+            tuning = self.tuning(grid, tuned) if tuned is not None else None
+            if tuning is not None:  # the study's choice, frozen, with the cell's seed
+                fields = {**fields, **tuning.best}
             unlearner = UNLEARNERS.create(method, **fields, progress=False)
             result = run_request(model, splits.train, req, unlearner, validation=splits.val, test=splits.test)
             metrics, new, data = result.metrics, result.model, result.data
@@ -159,7 +200,11 @@ class UnlearnCells:
             "stage": getattr(UNLEARNERS.get(method), "stage", "") if method in UNLEARNERS else method,
             "request_size": len(data.unlearn),
             "projection": feature_projection(new, data.unlearn),
+            **(tuning.to_extras() if tuning is not None else {"tuned": False}),
         }
         if req.concept is not None:
             extras["concept"] = req.concept
-        return RunRecord("unlearn", method, config, cell.seed, keep(metrics, grid.metrics), seconds, versions(), extras)
+        kept = keep(metrics, grid.metrics)
+        if tuning is not None:  # the study's cost, beside the method's own seconds in the report's tables
+            kept = [*kept, MetricResult("tuning_seconds", "cost", tuning.seconds, False)]
+        return RunRecord("unlearn", method, config, cell.seed, kept, seconds, versions(), extras)

@@ -53,7 +53,21 @@ METRIC_MEANINGS: dict[str, str] = {
     "half (relearning attack)",
     "retain_cka_text": "linear CKA between the original's and this model's text embeddings on retained pairs "
     "(1 = unchanged)",
+    # the captioner forgets a concept (generated captions, greedy decoding)
+    "mention_concept": "share of generated captions that name the forgotten concept (on its images: U, "
+    "test_concept; on the others: retain, test)",
+    "bleu4": "BLEU-4 of the generated captions against the true ones (torchmetrics)",
+    "cider": "CIDEr of the generated captions against the true ones (pycocoevalcap's scorer, 0-10)",
+    "mention_retained": "share of the images' other (retained) concepts that their generated captions still name",
+    "mention_retained_ratio": "mention_retained / the original's (1 = no over-suppression)",
+    "latency_per_token": "seconds per generated token on a fixed batch of test images",
+    "latency_ratio": "latency_per_token / the original's (decoding-time overhead)",
+    "relearn_mention": "mention rate of the concept on half of U after a short fine-tune on the other half "
+    "(relearning attack)",
+    "relearn_bleu4": "BLEU-4 on half of U after a short fine-tune on the other half (relearning attack)",
     # costs and the gap, every scenario
+    "tuning_seconds": "seconds of the tuned row's study (every trial and the validation request's retrain), "
+    "once per row; beside the method's own seconds",
     "gap_to_retrain": "mean absolute difference to retrain over the headline metrics, seed by seed (SalUn's Avg. Gap)",
     "seconds": "wall-clock seconds of the run (unlearning; the victim's training; the original's training)",
     "protect_seconds": "seconds spent computing the protection of the training images",
@@ -67,6 +81,7 @@ SPLIT_MEANINGS: dict[str, str] = {
     "val": "the validation split",
     "test_concept": "the test images that show the forgotten concept",
     "validation": "the validation split",
+    "cost": "the whole study, on a validation request (not the evaluated one)",
 }
 
 UNKNOWN = "no description yet"  # shown for a metric name METRIC_MEANINGS lacks
