@@ -51,6 +51,22 @@ SEARCH_SPACES: dict[str, dict[str, Distribution]] = {
         "beta": ("log", 0.1, 10.0),
         "gamma": ("log", 0.1, 10.0),
     },
+    # ReGUn's class-matched reference exists only for labelled data: the space keeps the two kinds-agnostic ones
+    "regun": {
+        "lr": ("log", 1e-4, 2.5e-3),
+        "epochs": ("int", 2, 10),
+        "retain_weight": ("float", 0.2, 0.9),
+        "temperature": ("log", 0.5, 4.0),
+        "reference": ("categorical", ("nearest", "uniform")),
+        "batch_shared": ("categorical", (False, True)),
+    },
+    "coun": {
+        "lr": ("log", 1e-4, 2.5e-3),
+        "epochs": ("int", 1, 8),
+        "cl_weight": ("log", 0.1, 6.0),
+        "temperature": ("float", 0.05, 0.3),
+        "shift": ("float", 0.0, 0.25),
+    },
     "ccu": {
         "lr": ("log", 1e-4, 1e-3),
         "epochs": ("int", 1, 4),
