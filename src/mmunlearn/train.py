@@ -32,6 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
 
+from . import distributed as dist
 from .checkpoint import load_checkpoint, read_manifest, save_checkpoint
 from .configs import make_config
 from .data.core import MultimodalDataset, data_fingerprint
@@ -127,9 +128,27 @@ class Resumed:
 
 
 def _resume(out_dir: Path | None, model: Trainable, opt: torch.optim.Optimizer, run_id: dict[str, Any]) -> Resumed:
-    """Load a matching unfinished (or finished) run from ``out_dir``."""
-    if out_dir is None or not (out_dir / "manifest.json").is_file():
+    """Load a matching unfinished (or finished) run from ``out_dir``.
+
+    Under torchrun rank 0 reads its folder and every rank loads what it read (`mmunlearn.distributed.share`),
+    so that all ranks resume from the same state (the other ranks' folders may be private and empty).
+    """
+    found = dist.share(lambda: _read_saved(out_dir, run_id)) if dist.active() else _read_saved(out_dir, run_id)
+    if found is None:
         return Resumed()
+    resumed, weights, train_state = found
+    model.load_state_dict(weights)
+    if train_state:
+        load_optimizer_tensors(opt, train_state)
+    return resumed
+
+
+def _read_saved(
+    out_dir: Path | None, run_id: dict[str, Any]
+) -> tuple[Resumed, dict[str, Tensor], dict[str, Tensor] | None] | None:
+    """The saved run in ``out_dir`` (where it stands, its weights, its optimizer tensors), or None."""
+    if out_dir is None or not (out_dir / "manifest.json").is_file():
+        return None
     training = read_manifest(out_dir).get("training")
     if not training or training.get("run") != run_id:
         raise CheckpointError(
@@ -137,11 +156,9 @@ def _resume(out_dir: Path | None, model: Trainable, opt: torch.optim.Optimizer, 
             "choose another output folder or delete it"
         )
     ckpt = load_checkpoint(out_dir)
-    model.load_state_dict(ckpt.model.state_dict())
-    if ckpt.train_state:
-        load_optimizer_tensors(opt, ckpt.train_state)
     log.info("resuming %s from epoch %d", out_dir, training["epoch"])
-    return Resumed(int(training["epoch"]), float(training.get("seconds", 0.0)))
+    resumed = Resumed(int(training["epoch"]), float(training.get("seconds", 0.0)))
+    return resumed, ckpt.model.state_dict(), ckpt.train_state or None
 
 
 def outputs_finite(model: Trainable, *batches: Batch | None) -> bool:
@@ -174,6 +191,10 @@ def train_model(
         provenance: recorded in the checkpoint manifest (dataset name, size, seed...).
         device: where to train.
 
+    Under torchrun (a process group of several ranks, `mmunlearn.distributed`) every rank calls this with
+    the same arguments: each trains on its shard of every global batch, DDP averages the gradients, the
+    weights stay equal on every rank; only a rank whose ``out_dir`` is not rank 0's, or rank 0, writes it.
+
     Returns:
         The `TrainResult`.
 
@@ -196,10 +217,15 @@ def train_model(
     resumed = _resume(out, model, opt, run_id)
     start = resumed.epoch
     steps = len(epoch_batches(len(dataset), config.batch_size, config.seed, 0))
+    writes = out is not None and dist.writes_to(out)
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     bar = progress(
-        total=config.epochs * steps, initial=start * steps, desc="train", unit="step", enabled=config.progress
+        total=config.epochs * steps,
+        initial=start * steps,
+        desc="train",
+        unit="step",
+        enabled=config.progress and dist.is_main(),
     )
     try:
         for epoch in range(start, config.epochs):
@@ -208,11 +234,13 @@ def train_model(
             history.append({"epoch": epoch + 1, "loss": loss})
             if out is not None and ((epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs):
                 seconds = resumed.seconds + time.perf_counter() - t0
-                _save(out, model, opt, run_id, epoch + 1, seconds, config, provenance)  # type: ignore[arg-type]
+                _save(out, model, opt, run_id, epoch + 1, seconds, config, provenance, writes)  # type: ignore[arg-type]
     finally:
         bar.close()
-    if out is not None and start == config.epochs == 0:
-        _save(out, model, opt, run_id, 0, 0.0, config, provenance)  # type: ignore[arg-type]
+    if out is not None and start == config.epochs:  # nothing trained: 0 epochs, or a finished run resumed
+        # a rank whose folder is private (the CLI's other ranks) holds no checkpoint of a resumed run yet
+        missing = writes and (start == 0 or not (out / MANIFEST).is_file())
+        _save(out, model, opt, run_id, start, resumed.seconds, config, provenance, missing)  # type: ignore[arg-type]
     seconds = time.perf_counter() - t0
     return TrainResult(model, config.epochs - start, start, seconds, resumed.seconds + seconds, history)
 
@@ -226,19 +254,32 @@ def _train_epoch(
     device: torch.device,
     bar: Any,
 ) -> float:
-    """One epoch under the divergence guard; returns its mean loss."""
+    """One epoch under the divergence guard; returns its mean loss.
+
+    Under torchrun each rank computes the loss of its `mmunlearn.distributed.shard` of every global batch
+    through DDP (gradients averaged), weighted so that the update is that of the global batch's mean loss;
+    the guard checks the global mean loss (the same float on every rank), so every rank takes the same branch.
+    """
     good = copy.deepcopy(model.state_dict())
     batches = epoch_batches(len(dataset), config.batch_size, config.seed, epoch)
     steps = len(batches)
     total, warmup = config.epochs * steps, round(config.warmup_epochs * steps)
     loss_sum, batch = 0.0, None
+    parallel = dist.active()
+    objective = dist.data_parallel(model, _model_loss) if parallel else None  # type: ignore[arg-type]
     model.train()
-    with seeded(config.seed * 1_000_003 + epoch):
+    with seeded(_epoch_seed(config.seed, epoch)):
         for i, idx in enumerate(batches):
             set_lr(opt, lr_at(epoch * steps + i, total, warmup, config.lr))
-            batch = to_device(dataset.batch(idx), device)
-            loss = model.loss(batch)
-            value = float(loss.detach())
+            mine = dist.shard(idx) if parallel else idx
+            batch = to_device(dataset.batch(mine), device)
+            if objective is None:
+                loss = model.loss(batch)
+                value = float(loss.detach())
+            else:
+                loss = objective(batch)
+                value = dist.global_mean(loss, len(mine), len(idx))
+                loss = loss * dist.shard_weight(len(mine), len(idx))
             if not math.isfinite(value):
                 _diverged(model, good, f"loss became {value}", epoch, i, batch)
             optimizer_step(model, opt, loss, config.grad_clip)  # type: ignore[arg-type]
@@ -246,10 +287,27 @@ def _train_epoch(
                 _diverged(model, good, "weights became NaN/inf", epoch, i, batch)
             loss_sum += value
             bar.update(1)
-    if epoch + 1 == config.epochs and not outputs_finite(model, batch):  # no next loss checks the last step
+    del objective  # DDP's hooks go with it
+    last = epoch + 1 == config.epochs
+    if last and not dist.all_true(outputs_finite(model, batch)):  # no next loss checks the last step
         _diverged(model, good, "outputs became NaN/inf", epoch, steps - 1, batch)
     model.train()
     return loss_sum / steps
+
+
+def _model_loss(model: Trainable, batch: Batch) -> Tensor:
+    """The model's own objective, as the function `mmunlearn.distributed.data_parallel` wraps."""
+    return model.loss(batch)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """The global RNG seed of one epoch (modality dropout...): ``(seed, epoch)``, and under torchrun the rank.
+
+    Rank 0 uses the one-process seed; rank r > 0 adds ``r * 2**40``, so that the random draws of the
+    model's objective (one per sample of its shard) are not the same on every rank. Training draws
+    nothing that the ranks must share (the data order has its own generator).
+    """
+    return seed * 1_000_003 + epoch + dist.rank() * (1 << 40)
 
 
 def _diverged(
@@ -272,8 +330,16 @@ def _save(
     seconds: float,
     config: TrainConfig,
     provenance: dict[str, Any] | None,
+    writes: bool = True,
 ) -> None:
-    """The resumable checkpoint after ``epoch`` epochs; ``seconds``: their wall time across resumes."""
+    """The resumable checkpoint after ``epoch`` epochs; ``seconds``: their wall time across resumes.
+
+    Only when ``writes`` (this rank writes ``out``: `mmunlearn.distributed.writes_to`); then every rank
+    waits until it is saved, so that no rank runs ahead of the checkpoint a resume would start from.
+    """
+    if not writes:
+        dist.barrier()
+        return
     training = {
         "run": run_id,
         "epoch": epoch,
@@ -282,6 +348,7 @@ def _save(
         "seconds": seconds,
     }
     save_checkpoint(out, model, provenance=provenance, train_state=optimizer_tensors(opt), extra={"training": training})
+    dist.barrier()
 
 
 # -- resumable work folders (forget, protect) -------------------------------------------------------

@@ -9,12 +9,16 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from .. import distributed as dist
 from ..checkpoint import FORMAT as CHECKPOINT_FORMAT
 from ..checkpoint import read_manifest
 from ..data import DATASETS, LAYOUTS, SIZES, SPLITS, DatasetRef, build_dataset, load_dataset
@@ -592,12 +596,50 @@ def _setup_logging(quiet: bool) -> None:
     log.propagate = False
 
 
+def join_torchrun(args: argparse.Namespace) -> Path | None:
+    """Under torchrun (docs/distributed.md): join the process group and take this rank's device; rank 0
+    builds the dataset first; the other ranks get a private --out (returned, to delete), no progress and no
+    printed output, so that only rank 0 writes the real folder and prints. Without torchrun: nothing, None."""
+    if not dist.launched():
+        return None
+    if args.command not in ("train", "forget"):
+        raise ConfigError(f"under torchrun only `train` and `forget` run data-parallel, not {args.command!r}")
+    args.device = dist.init_from_env(args.device)
+    os.environ.setdefault("MMUNLEARN_THREADS", os.environ.get("OMP_NUM_THREADS") or "1")  # torchrun sets 1
+    if dist.is_main():
+        _build_data_first(args)
+    dist.barrier()
+    if dist.is_main():
+        return None
+    private = Path(tempfile.mkdtemp(prefix=f"mmunlearn-rank{dist.rank()}-"))
+    args.out, args.quiet = str(private / "out"), True
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)
+    return private
+
+
+def _build_data_first(args: argparse.Namespace) -> None:
+    """Build (or decode) the command's dataset into the cache, so that the ranks do not build it at once.
+
+    Errors are left to the command itself, which reports them the same way with or without torchrun.
+    """
+    try:
+        ref = dataset_arg(args)
+        if ref is None and getattr(args, "model_factory", None) is None:
+            ref = dataset_of(read_manifest(args.model))
+        if ref is not None:
+            ref.load(args.data_dir, progress=not args.quiet)
+    except MMUnlearnError:
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 2 a user error, printed as one line on stderr)."""
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by bench and report
-    _setup_logging(getattr(args, "quiet", False))
+    private = None
     try:
+        private = join_torchrun(args)
+        _setup_logging(getattr(args, "quiet", False))
         if getattr(args, "threads", None) is None:
             configure_threads()  # one thread per idle core (bench --threads sets its own)
         return int(args.func(args))
@@ -607,6 +649,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PermissionError, IsADirectoryError, NotADirectoryError) as e:  # the checks above missed a path
         print(f"error: {e.strerror}: {e.filename}", file=sys.stderr)
         return 2
+    finally:
+        dist.shutdown()
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
 
 
 def entry() -> None:

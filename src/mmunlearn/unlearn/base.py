@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -45,6 +46,7 @@ from typing import Any, ClassVar, Generic, NoReturn, TypeVar
 import torch
 from torch import Tensor, nn
 
+from .. import distributed as dist
 from ..checkpoint import state_sha256
 from ..configs import config_defaults, make_config
 from ..data.core import MultimodalDataset, data_fingerprint
@@ -279,21 +281,44 @@ class Unlearner(Generic[C, S]):
             model: the model to edit (in place).
             run: the run's data, original and state.
             work: where to save after every epoch and resume from (None: no checkpoints).
+
+        Under torchrun (`mmunlearn.distributed`) every rank runs this with the same model, run and state:
+        each computes the loss on its shard of every global batch through DDP (gradients averaged), the
+        global RNG is rank 0's at the start of every epoch (draws that build shared state agree), the
+        work folder is written by rank 0 (or by a rank whose folder is private) and resumed from rank 0's.
         """
         c = self.config
         opt = optimizer_for(model, c)
         steps = [sum(self.steps_per_phase(run.data, p, e) for p in self.phases_of(e)) for e in range(c.epochs)]
         start, before = self._resume(work, model, opt, run)
-        bar = progress(total=sum(steps), initial=sum(steps[:start]), desc=self.name, unit="step", enabled=c.progress)
+        writes = work is not None and dist.writes_to(work.path)
+        enabled = c.progress and dist.is_main()
+        bar = progress(total=sum(steps), initial=sum(steps[:start]), desc=self.name, unit="step", enabled=enabled)
         t0 = time.perf_counter()
         try:
             for epoch in range(start, c.epochs):
+                dist.sync_rng()
                 self._epoch(model, run, opt, epoch, (sum(steps[:epoch]), sum(steps)), bar)
                 if work is not None:
                     seconds = before + time.perf_counter() - t0  # of every epoch so far, across resumes
-                    work.save(epoch + 1, self._state_to_save(model, opt, run), {"seconds": seconds})
+                    self._save_work(work, writes, epoch + 1, model, opt, run, seconds)
         finally:
             bar.close()
+
+    def _save_work(
+        self,
+        work: WorkFolder,
+        writes: bool,
+        epoch: int,
+        model: nn.Module,
+        opt: torch.optim.Optimizer,
+        run: Run[S],
+        seconds: float,
+    ) -> None:
+        """Save the state after ``epoch`` epochs into ``work`` (if this rank writes it); every rank then waits."""
+        if writes:
+            work.save(epoch, self._state_to_save(model, opt, run), {"seconds": seconds})
+        dist.barrier()
 
     def _epoch(
         self, model: nn.Module, run: Run[S], opt: torch.optim.Optimizer, epoch: int, at: tuple[int, int], bar: Any
@@ -304,21 +329,32 @@ class Unlearner(Generic[C, S]):
         index, total = at
         u: Batch | None = None
         r: Batch | None = None
+        objective = dist.data_parallel(model, self.loss) if dist.active() else None
         for p, phase in enumerate(self.phases_of(epoch)):
             if p == 0:
                 self.on_epoch_start(model, run, epoch)
-            for u, r in self._batches(run.data, phase, epoch, device):
+            for (u, r), share in self._batches_with_shares(run.data, phase, epoch, device):
                 model.train()
-                loss = self.loss(model, run, Step(u, r, epoch, index, total))
-                if not torch.isfinite(loss):
-                    self._diverged(model, good, f"the loss became {float(loss.detach())}", epoch, u, r)
+                step = Step(u, r, epoch, index, total)
+                if objective is None:
+                    loss = self.loss(model, run, step)
+                    if not torch.isfinite(loss):
+                        self._diverged(model, good, f"the loss became {float(loss.detach())}", epoch, u, r)
+                else:
+                    loss = objective(run, step)
+                    value = dist.global_mean(loss, *share)
+                    if not math.isfinite(value):
+                        self._diverged(model, good, f"the loss became {value}", epoch, u, r)
+                    loss = loss * dist.shard_weight(*share)
                 optimizer_step(model, opt, loss, self.config.grad_clip)
                 self.after_step(model, run)
                 if not weights_finite(model):
                     self._diverged(model, good, "the weights became NaN/inf", epoch, u, r)
                 index += 1
                 bar.update(1)
-        if epoch + 1 == self.config.epochs and not outputs_finite(model, u, r):  # type: ignore[arg-type]
+        del objective  # DDP's hooks go with it
+        last = epoch + 1 == self.config.epochs
+        if last and not dist.all_true(outputs_finite(model, u, r)):  # type: ignore[arg-type]
             self._diverged(model, good, "the model's outputs became NaN/inf", epoch, u, r)
 
     def _diverged(
@@ -341,7 +377,10 @@ class Unlearner(Generic[C, S]):
         self, work: WorkFolder | None, model: nn.Module, opt: torch.optim.Optimizer, run: Run[S]
     ) -> tuple[int, float]:
         """Load the last saved epoch of the same run from ``work``: (epoch to start from, seconds spent)."""
-        if work is None or (saved := work.load()) is None:
+        if work is None:
+            return 0, 0.0
+        saved = dist.share(work.load) if dist.active() else work.load()
+        if saved is None:
             return 0, 0.0
         t = saved.tensors
         model.load_state_dict({k[len("model.") :]: v for k, v in t.items() if k.startswith("model.")})
@@ -368,10 +407,22 @@ class Unlearner(Generic[C, S]):
             r_idx = [r_idx[i % len(r_idx)] for i in range(len(u_idx))]
         return u_idx, r_idx
 
+    def _batches_with_shares(
+        self, data: UnlearnData, phase: str, epoch: int, device: torch.device
+    ) -> Iterator[tuple[tuple[Batch | None, Batch | None], tuple[int, int]]]:
+        """`_batches`, each with (this rank's samples, the global batch's) of its main batch (U's, else R's)."""
+        u_idx, r_idx = self._index_batches(data, phase, epoch)
+        main = r_idx if phase == "retain" else u_idx
+        sizes = [(len(dist.shard(i)), len(i)) if dist.active() else (len(i), len(i)) for i in main]
+        yield from zip(self._batches(data, phase, epoch, device), sizes, strict=True)
+
     def _batches(
         self, data: UnlearnData, phase: str, epoch: int, device: torch.device
     ) -> Iterator[tuple[Batch | None, Batch | None]]:
+        """The (unlearn, retain) batches of one phase; under torchrun this rank's shard of each."""
         u_idx, r_idx = self._index_batches(data, phase, epoch)
+        if dist.active():
+            u_idx, r_idx = [dist.shard(i) for i in u_idx], [dist.shard(j) for j in r_idx]
         if phase == "unlearn":
             for i in u_idx:
                 yield to_device(data.unlearn.batch(i), device), None
