@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from mmunlearn.benchmarking.config import UnlearnGrid
-from mmunlearn.benchmarking.unlearn_cell import request_for
+from mmunlearn.benchmarking.requests import request_for
 from mmunlearn.checkpoint import load_checkpoint
 from mmunlearn.data import DatasetSplits, ForgetRequest, load_dataset
 from mmunlearn.models import MultimodalClassifier

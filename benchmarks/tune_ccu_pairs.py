@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from mmunlearn.benchmarking.unlearn_cell import request_for
+from mmunlearn.benchmarking.requests import request_for
 from mmunlearn.checkpoint import load_checkpoint, save_checkpoint
 from mmunlearn.data import load_dataset
 from mmunlearn.metrics.scenario_c import ScenarioCData, membership, pair_similarity, retrieval, zero_shot

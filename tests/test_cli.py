@@ -18,7 +18,7 @@ def test_list_json(capsys):
     regs = json.loads(out)
     assert code == 0
     assert regs["datasets"] == ["av-digits", "av-digits-video", "emoji-captions", "shapes-captions"]
-    assert regs["models"] == ["dual-encoder", "hf-dual-encoder", "multimodal-classifier"]
+    assert regs["models"] == ["captioner", "dual-encoder", "hf-dual-encoder", "multimodal-classifier"]
     assert "ccu" in regs["unlearners"] and "retrain" in regs["unlearners"]
     assert "mem" in regs["protectors"] and "clean" in regs["protectors"]
     methods = regs.pop("methods")

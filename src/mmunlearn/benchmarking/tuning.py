@@ -40,8 +40,8 @@ from ..records.scenarios import gap_to_retrain
 from ..results import MetricResult
 from ..unlearn import UNLEARNERS
 from .config import UnlearnGrid
+from .requests import exclusive, request_for
 from .search_spaces import Space, config_defaults, suggest
-from .unlearn_cell import exclusive, request_for
 
 log = logging.getLogger(__name__)
 
