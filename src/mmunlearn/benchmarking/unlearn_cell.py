@@ -72,7 +72,7 @@ class UnlearnCells:
             timing = folder / "bench-timing.json"
             # a tuned row's study needs the first seed's original too, and may run beside that original's first
             # cell on another worker: whoever comes second waits here, then loads what the first saved
-            with exclusive(folder.with_name(folder.name + ".lock")):
+            with exclusive(self.work / "locks" / f"{folder.name}.lock"):  # not in models/: one entry per model
                 if not timing.is_file() or not read_manifest(folder).get("metrics"):
                     result, _ = train_on_dataset(
                         grid.dataset,
