@@ -57,3 +57,14 @@ def tiny_dual_encoder(data: MultimodalDataset, seed: int = 0):
         "dual-encoder", seed, image_shape=list(data.inputs["image"].shape[1:]), vocab=list(data.vocab or []),
         text_len=data.inputs["text"].shape[1], embed_dim=16, width=4, text_dim=16, text_layers=1,
     )  # fmt: skip
+
+
+def tiny_captioner(data: MultimodalDataset, seed: int = 0, **over):
+    """A tiny random-initialised `Captioner` for ``data``'s images and vocabulary (``over``: config fields)."""
+    from mmunlearn.models import build_model
+
+    tiny = {"enc_dim": 16, "dec_dim": 16, "enc_layers": 1, "dec_layers": 1, "heads": 2}
+    return build_model(
+        "captioner", seed, image_shape=list(data.inputs["image"].shape[1:]), vocab=list(data.vocab or []),
+        text_len=data.inputs["text"].shape[1], **{**tiny, **over},
+    )  # fmt: skip

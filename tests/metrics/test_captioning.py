@@ -22,10 +22,9 @@ from mmunlearn.metrics.captioning import (
     retained_rate,
 )
 from mmunlearn.metrics.scenario_a import RelearnConfig
-from mmunlearn.models import build_model
 from mmunlearn.records import CAPTIONER_METRICS
 from mmunlearn.unlearn import UnlearnData
-from toy import make_pairs
+from toy import make_pairs, tiny_captioner
 
 SHAPES = concept_space(make_pairs(2))
 CONCEPT = "red circle"
@@ -215,10 +214,7 @@ def test_a_suppressing_captioner_loses_the_concept_and_its_neighbours(request_da
 
 def test_on_a_tiny_real_captioner_the_mention_rate_is_the_naive_loop(request_data) -> None:
     data, test = request_data
-    m = build_model(
-        "captioner", 0, image_shape=[3, 32, 32], vocab=list(test.vocab), text_len=test.inputs["text"].shape[1],
-        enc_dim=16, dec_dim=16, enc_layers=1, dec_layers=1, heads=2,
-    ).eval()  # fmt: skip
+    m = tiny_captioner(test).eval()
     out = captioner_metrics(m, m, data, test, RelearnConfig(steps=2, batch_size=8))
     naive = [
         CONCEPT in SHAPES.parse(c) for c in (m.decode(m.generate(img[None]))[0] for img in data.unlearn.inputs["image"])

@@ -13,18 +13,7 @@ from mmunlearn.models import MODELS, Captioner, build_model, fresh_copy, load_ca
 from mmunlearn.models.captioner import IGNORE
 from mmunlearn.models.protocols import KINDS, CaptionerModel, Classifier, DualEncoderModel, missing_members
 from mmunlearn.train import TrainConfig, train_model
-from toy import make_pairs
-
-TINY = {"enc_dim": 16, "dec_dim": 16, "enc_layers": 1, "dec_layers": 1, "heads": 2}
-
-
-def tiny_captioner(data, seed: int = 0, **over) -> Captioner:
-    """A tiny random-initialised captioner for ``data``'s images and vocabulary."""
-    shape = list(data.inputs["image"].shape[1:])
-    text_len = data.inputs["text"].shape[1]
-    return build_model(
-        "captioner", seed, image_shape=shape, vocab=list(data.vocab), text_len=text_len, **{**TINY, **over}
-    )
+from toy import make_pairs, tiny_captioner
 
 
 @pytest.fixture(scope="module")

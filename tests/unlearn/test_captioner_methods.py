@@ -13,34 +13,27 @@ import mmunlearn.unlearn.neggrad_plus
 import mmunlearn.unlearn.retrain  # noqa: F401
 from mmunlearn.data.request import ForgetRequest
 from mmunlearn.errors import ConfigError
-from mmunlearn.models import Captioner, build_model
+from mmunlearn.models import Captioner
 from mmunlearn.models.protocols import CaptionerModel
 from mmunlearn.pipeline import request_metrics
 from mmunlearn.records import CAPTIONER_METRICS
+from mmunlearn.train import TrainConfig, train_model
 from mmunlearn.unlearn import UNLEARNERS, UnlearnData
 from mmunlearn.unlearn.base import Run
 from mmunlearn.unlearn.objectives import GENERATIVE_KINDS, MODEL_KINDS, task_logits, task_loss
-from toy import make_pairs
+from toy import make_pairs, tiny_captioner
 
 CONCEPT = "red circle"
 FAST = {"epochs": 2, "lr": 3e-3, "batch_size": 8}
 SUPPORTING = ("grad_ascent", "neggrad_plus", "finetune", "retrain")
 
 
-def tiny_captioner(data, seed: int = 0) -> Captioner:
-    return build_model(
-        "captioner", seed, image_shape=list(data.inputs["image"].shape[1:]), vocab=list(data.vocab),
-        text_len=data.inputs["text"].shape[1], enc_dim=16, dec_dim=16, enc_layers=1, dec_layers=1, heads=2,
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def setup():
     train = make_pairs(64)
     model = tiny_captioner(train)
-    mmunlearn_train = __import__("mmunlearn.train", fromlist=["train_model"])
-    config = mmunlearn_train.TrainConfig(epochs=3, batch_size=16, lr=3e-3, seed=0, warmup_epochs=0)
-    model = mmunlearn_train.train_model(model, train, config).model.eval()
+    config = TrainConfig(epochs=3, batch_size=16, lr=3e-3, seed=0, warmup_epochs=0)
+    model = train_model(model, train, config).model.eval()
     data = UnlearnData.from_request(ForgetRequest.concept_pairs(train, CONCEPT), train)
     return model, data
 

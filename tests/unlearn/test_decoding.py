@@ -21,18 +21,11 @@ from mmunlearn.records import CAPTIONER_METRICS
 from mmunlearn.train import TrainConfig, train_model
 from mmunlearn.unlearn import UNLEARNERS, UnlearnData
 from mmunlearn.unlearn.decoding import DecodingEdit, DecodingRule, ban_processor, frequent_forget_words
-from toy import make_av, make_pairs
+from toy import make_av, make_pairs, tiny_captioner
 
 CONCEPT = "red circle"
 METHODS = ("token_suppression", "logit_difference", "concept_guard")
 FAST = {"token_suppression": {}, "logit_difference": {"epochs": 2, "lr": 3e-3, "batch_size": 8}, "concept_guard": {}}
-
-
-def tiny_captioner(data, seed: int = 0):
-    return build_model(
-        "captioner", seed, image_shape=list(data.inputs["image"].shape[1:]), vocab=list(data.vocab),
-        text_len=data.inputs["text"].shape[1], enc_dim=16, dec_dim=16, enc_layers=1, dec_layers=1, heads=2,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
