@@ -128,3 +128,21 @@ def test_the_guard_blames_the_data_not_the_lr_when_the_batch_was_not_finite(trai
     with pytest.raises(DivergenceError, match="the data contain NaN/inf") as e:
         UNLEARNERS.create("finetune", epochs=1, batch_size=64, retain_batch_size=64, progress=False).unlearn(model, u)
     assert "lower lr" not in str(e.value)
+
+
+def test_checked_step_refuses_a_non_finite_loss_and_check_weights_names_the_model():
+    from mmunlearn.errors import DivergenceError
+    from mmunlearn.optim import check_weights, checked_step
+
+    layer = torch.nn.Linear(2, 1)
+    before = layer.weight.detach().clone()
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    with pytest.raises(DivergenceError, match=r"^helper: the expert's loss became nan \(try a lower lr\)$"):
+        checked_step(layer, opt, layer(torch.ones(1, 2)).sum() * float("nan"), None, "helper: the expert's")
+    assert torch.equal(layer.weight, before)  # nothing stepped
+    checked_step(layer, opt, layer(torch.ones(1, 2)).sum(), None, "helper: the expert's")
+    assert not torch.equal(layer.weight, before)
+    with torch.no_grad():
+        layer.weight[0, 0] = float("inf")
+    with pytest.raises(DivergenceError, match="helper: the expert's weights became NaN/inf"):
+        check_weights(layer, "helper: the expert's")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .errors import ConfigError
+from .errors import ConfigError, DivergenceError
 
 OPTIMIZERS = ("adamw", "sgd")
 MAX_LR = 1e30
@@ -107,6 +107,26 @@ def optimizer_step(model: nn.Module, opt: torch.optim.Optimizer, loss: Tensor, g
     if grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()
+
+
+def checked_step(
+    model: nn.Module, opt: torch.optim.Optimizer, loss: Tensor, grad_clip: float | None, what: str
+) -> None:
+    """`optimizer_step` after checking that ``loss`` is finite, for the small inner loops of methods that
+    train a helper model (an expert, a fine-tuned copy) outside the shared loop.
+
+    Raises:
+        DivergenceError: ``"<what> loss became <value> (try a lower lr)"``; nothing is stepped.
+    """
+    if not torch.isfinite(loss):
+        raise DivergenceError(f"{what} loss became {float(loss)} ({divergence_hint(True)})")
+    optimizer_step(model, opt, loss, grad_clip)
+
+
+def check_weights(model: nn.Module, what: str) -> None:
+    """Raise ``DivergenceError("<what> weights became NaN/inf (try a lower lr)")`` unless `weights_finite`."""
+    if not weights_finite(model):
+        raise DivergenceError(f"{what} weights became NaN/inf ({divergence_hint(True)})")
 
 
 def weights_finite(model: nn.Module) -> bool:

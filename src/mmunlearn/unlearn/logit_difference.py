@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError, DataError, DivergenceError
+from ..errors import ConfigError, DataError
 from ..models.captioner import IGNORE
 from ..models.protocols import CaptionerModel
-from ..optim import divergence_hint, optimizer_for, optimizer_step, weights_finite
+from ..optim import check_weights, checked_step, optimizer_for
 from ..runtime import epoch_batches, model_device, progress, seeded, to_device
 from .base import UNLEARNERS, UnlearnConfig, UnlearnData, Unlearner
 from .decoding import Batch, DecodingEdit, DecodingRule, keep_set, rows_of, wrap
@@ -181,14 +181,9 @@ def train_expert(expert: Any, data: UnlearnData, c: LogitDifferenceConfig, bar: 
             loss = expert.loss(to_device(u.batch(idx), device))
             if r_idx:
                 loss = loss + c.retain_weight * uniform_kl(expert, to_device(keep.batch(r_idx[i % len(r_idx)]), device))
-            if not torch.isfinite(loss):
-                raise DivergenceError(
-                    f"logit_difference: the expert's loss became {float(loss)} ({divergence_hint(True)})"
-                )
-            optimizer_step(expert, opt, loss, c.grad_clip)
+            checked_step(expert, opt, loss, c.grad_clip, "logit_difference: the expert's")
             bar.update(1)
-        if not weights_finite(expert):
-            raise DivergenceError(f"logit_difference: the expert's weights became NaN/inf ({divergence_hint(True)})")
+        check_weights(expert, "logit_difference: the expert's")
     return expert.eval().requires_grad_(False)
 
 

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError, DivergenceError
+from ..errors import ConfigError
 from ..models.protocols import DualEncoderModel
-from ..optim import divergence_hint, optimizer_for, optimizer_step, weights_finite
+from ..optim import check_weights, checked_step, optimizer_for
 from ..runtime import epoch_batches, eval_mode, model_device, progress, to_device
 from ..train import WorkFolder
 from .base import UNLEARNERS, Run, UnlearnConfig, Unlearner
@@ -87,14 +87,9 @@ def fine_tune(model: nn.Module, run: Run[Any], config: TaskVectorConfig, bar: An
         for idx in epoch_batches(len(u), config.batch_size, config.seed, epoch):
             batch = to_device(u.batch(idx), device)
             loss = task_loss(tuned, run, batch)
-            if not torch.isfinite(loss):
-                raise DivergenceError(
-                    f"task_vector: the fine-tuning loss became {float(loss)} ({divergence_hint(True)})"
-                )
-            optimizer_step(tuned, opt, loss, config.grad_clip)
+            checked_step(tuned, opt, loss, config.grad_clip, "task_vector: the fine-tuning")
             bar.update(1)
-        if not weights_finite(tuned):
-            raise DivergenceError(f"task_vector: the fine-tuned weights became NaN/inf ({divergence_hint(True)})")
+        check_weights(tuned, "task_vector: the fine-tuned")
     return tuned
 
 
