@@ -89,8 +89,9 @@ def run_bench(
         todo = [
             c for c in cells if c.key not in done or (retry_failed and done[c.key].extras.get("status") == "failed")
         ]
-        for name, size in dict.fromkeys((g.dataset, g.size) for g in config.grids):
-            load_dataset(name, size, 0, data_dir)  # built here once, so that workers only read the cache
+        if workers and todo:  # built here once, so that workers only read the cache (run here: built on first use)
+            for name, size in dict.fromkeys((g.dataset, g.size) for g in config.grids):
+                load_dataset(name, size, 0, data_dir)
         bar = show_progress(total=len(todo), unit="cell", enabled=progress)
         with logging_redirect_tqdm([logging.getLogger("mmunlearn")]):
             if workers:
