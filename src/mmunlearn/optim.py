@@ -119,7 +119,7 @@ def checked_step(
         DivergenceError: ``"<what> loss became <value> (try a lower lr)"``; nothing is stepped.
     """
     if not torch.isfinite(loss):
-        raise DivergenceError(f"{what} loss became {float(loss)} ({divergence_hint(True)})")
+        raise DivergenceError(f"{what} loss became {float(loss.detach())} ({divergence_hint(True)})")
     optimizer_step(model, opt, loss, grad_clip)
 
 
