@@ -6,10 +6,9 @@ clean-data mixing replaces a share of the protected pairs by their clean origina
 owned only part of the data). Registry names:
 
 * ``none``: train on the protected pairs as they are.
-* ``jpeg`` / ``jpeg10``: JPEG-like compression at quality 75 / 10: RGB -> YCbCr, 8x8 block DCT,
-  quantisation with the standard JPEG tables (ITU-T T.81 Annex K) scaled by quality as in the IJG
-  library, inverse DCT, back to 8-bit RGB. No chroma subsampling and no entropy coding (lossless, so
-  irrelevant to the pixels). Quality 10 is the "image shortcut squeezing" setting.
+* ``jpeg`` / ``jpeg10``: a JPEG round trip at quality 75 / 10 through Pillow's codec with its defaults
+  (4:2:0 chroma subsampling), as a data user re-encoding the images would do. Quality 10 is the "image
+  shortcut squeezing" setting.
 * ``blur``: Gaussian blur, sigma 1 pixel (5x5 kernel, reflect padding).
 * ``crop`` / ``crop_flip``: random crop after 4-pixel reflect padding, per image per batch; ``crop_flip``
   adds random horizontal flips. A flip turns "a left of b" into "b left of a", so on the caption sets
@@ -20,89 +19,54 @@ owned only part of the data). Registry names:
 from __future__ import annotations
 
 import functools
+import io
 import math
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 from ..data.core import MultimodalDataset
 from ..errors import ConfigError
 from ..registry import Registry
 
-_LUMA = [
-    [16, 11, 10, 16, 24, 40, 51, 61],
-    [12, 12, 14, 19, 26, 58, 60, 55],
-    [14, 13, 16, 24, 40, 57, 69, 56],
-    [14, 17, 22, 29, 51, 87, 80, 62],
-    [18, 22, 37, 56, 68, 109, 103, 77],
-    [24, 35, 55, 64, 81, 104, 113, 92],
-    [49, 64, 78, 87, 103, 121, 120, 101],
-    [72, 92, 95, 98, 112, 100, 103, 99],
-]
-_CHROMA = [
-    [17, 18, 24, 47, 99, 99, 99, 99],
-    [18, 21, 26, 66, 99, 99, 99, 99],
-    [24, 26, 56, 99, 99, 99, 99, 99],
-    [47, 66, 99, 99, 99, 99, 99, 99],
-    *([[99] * 8] * 4),
-]
-"""The example quantisation tables of the JPEG standard (ITU-T T.81, Annex K, tables K.1 and K.2)."""
-
-
-# -- image transforms -------------------------------------------------------------------------------
-def dct_matrix(n: int = 8) -> Tensor:
-    """Orthonormal DCT-II matrix ``D`` (n, n): ``D @ x`` transforms a column, ``D.T @ c`` inverts it."""
-    k = torch.arange(n, dtype=torch.float64).unsqueeze(1)
-    i = torch.arange(n, dtype=torch.float64).unsqueeze(0)
-    d = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2 / n)
-    d[0] /= math.sqrt(2)
-    return d
-
-
-def quant_tables(quality: int) -> Tensor:
-    """Luma and chroma quantisation tables at ``quality`` (1..100), IJG scaling. Returns (2, 8, 8)."""
-    if not 1 <= quality <= 100:
-        raise ConfigError(f"JPEG quality must be in 1..100, got {quality}")
-    scale = 5000 / quality if quality < 50 else 200 - 2 * quality
-    base = torch.tensor([_LUMA, _CHROMA], dtype=torch.float64)
-    return ((base * scale + 50) // 100).clamp(1, 255)
-
-
-_RGB_TO_YCC = torch.tensor(
-    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], dtype=torch.float64
-)
-
 
 def jpeg_compress(images: Tensor, quality: int = 75) -> Tensor:
-    """JPEG-like lossy compression in plain torch (see the module docstring).
+    """A JPEG round trip through Pillow's codec (libjpeg), as a data user would re-encode scraped images.
+
+    Pillow's defaults apply: 4:2:0 chroma subsampling (at every quality, 100 included), the IJG-scaled
+    standard quantisation tables, baseline coding.
 
     Args:
         images: float (N, 3, H, W) in [0, 1].
         quality: JPEG quality, 1 (worst) .. 100.
 
     Returns:
-        float (N, 3, H, W) in [0, 1] on the 1/255 grid.
+        float (N, 3, H, W) in [0, 1] on the 1/255 grid: the decoded images.
+
+    Raises:
+        ConfigError: a quality outside 1..100 or images that are not RGB.
     """
-    n, c, h, w = images.shape
-    if c != 3:
-        raise ConfigError(f"JPEG compression needs RGB images, got {c} channels")
-    x = images.double() * 255
-    ycc = torch.einsum("kc,nchw->nkhw", _RGB_TO_YCC, x) + torch.tensor([0.0, 128.0, 128.0]).view(1, 3, 1, 1) - 128
-    ph, pw = (-h) % 8, (-w) % 8
-    ycc = F.pad(ycc, (0, pw, 0, ph), mode="replicate")
-    blocks = ycc.unfold(2, 8, 8).unfold(3, 8, 8)  # (N, 3, H/8, W/8, 8, 8)
-    d = dct_matrix(8)
-    coef = d @ blocks @ d.T
-    q = quant_tables(quality)[[0, 1, 1]].view(1, 3, 1, 1, 8, 8)
-    blocks = d.T @ ((coef / q).round() * q) @ d
-    ycc = blocks.permute(0, 1, 2, 4, 3, 5).reshape(n, 3, h + ph, w + pw)[:, :, :h, :w] + 128
-    rgb = torch.einsum(
-        "kc,nchw->nkhw", torch.linalg.inv(_RGB_TO_YCC), ycc - torch.tensor([0.0, 128, 128]).view(1, 3, 1, 1)
-    )
-    return (rgb.round().clamp(0, 255) / 255).to(images.dtype)
+    if not 1 <= quality <= 100:
+        raise ConfigError(f"JPEG quality must be in 1..100, got {quality}")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ConfigError(f"JPEG compression needs RGB images (N, 3, H, W), got shape {tuple(images.shape)}")
+    pixels = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    decoded = np.stack([_jpeg_round_trip(p, quality) for p in pixels])
+    return (torch.from_numpy(decoded).permute(0, 3, 1, 2).to(images.dtype) / 255).contiguous()
+
+
+def _jpeg_round_trip(pixels: np.ndarray, quality: int) -> np.ndarray:
+    """Encode one uint8 (H, W, 3) image as JPEG at ``quality`` and decode it."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return np.array(decoded.convert("RGB"))
 
 
 def gaussian_blur(images: Tensor, sigma: float = 1.0) -> Tensor:
