@@ -36,6 +36,19 @@ def test_rows_put_retrain_first_and_merge_overrides():
     assert rows["ccu -a"] == ("ccu", {"epochs": 1, "use_a": False})
 
 
+def test_protect_variants_are_rows_of_their_protector_with_other_settings():
+    raw = protect(protectors=["mem"], overrides={"mem": {"outer_iters": 2}},
+                  variants={"mem short": {"protector": "mem", "pgd_steps": 1}})  # fmt: skip
+    grid = parse_config(raw).grids[0]
+    assert list(grid.rows()) == ["clean", "mem", "mem short"]
+    assert grid.protector_key("mem short") == "mem"
+    assert grid.protector_config("mem short", 3) == {"outer_iters": 2, "pgd_steps": 1, "seed": 3}
+    cells = {c.label: c for c in bench_cells(parse_config(raw))}
+    assert cells["mem short"].settings()["protector"]["pgd_steps"] == 1
+    assert cells["mem"].settings()["protector"]["pgd_steps"] != 1
+    assert cells["mem short"].key != cells["mem"].key
+
+
 def key_of(label, **grid):
     return next(c.key for c in bench_cells(parse_config(unlearn(methods=["ccu"], **grid))) if c.label == label)
 
@@ -66,6 +79,10 @@ def test_cell_keys_are_stable_and_change_with_the_settings_only():
         (protect(victims=[{"defense": "jpeg"}]), "unknown key(s) ['defense'] in a victim", "defence"),
         (protect(victims=[{"defence": "sharpen"}]), "unknown defence 'sharpen'", "jpeg10"),
         (protect(overrides={"mem": {"epsilon": 2.0}}), "epsilon", "(0, 1]"),
+        (protect(variants={"m2": {"outer_iters": 2}}), "variant 'm2' needs a 'protector' key", "mem"),
+        (protect(variants={"m2": {"protector": "nope"}}), "unknown protectors ['nope']", "mem"),
+        (protect(protectors=["mem"], variants={"mem": {"protector": "mem"}}), "already a row", "another label"),
+        (protect(variants={"m2": {"protector": "mem", "pgd_steps": 0}}), "pgd_steps", ">= 1"),
         (unlearn(dataset="shapes-captions", requests=["identity"]), "unknown requests on shapes-captions", "concept"),
         (unlearn(requests=["concept"]), "unknown requests on av-digits ['concept']", "identity"),
         (unlearn(dataset="shapes-captions", methods=["boundary_shrink"]), "cannot edit the dual-encoder", "cliperase"),

@@ -27,7 +27,7 @@ class Cell:
         label: the row: ``"original"``, ``"retrain"``, a method or variant label, a tuned row
             (``"<method> (tuned)"``), or a protector.
         request: scenario A's request kind (``"random"``, ``"identity"``).
-        victim: scenario B's victim fields (``image_encoder``, ``defence``).
+        victim: scenario B's `VictimConfig` fields (``regime``, ``image_encoder``, ``defence``...).
     """
 
     grid: Grid
@@ -74,7 +74,8 @@ class Cell:
                     parts.update(tuning=g.tuning_protocol(method))
             return parts
         victim = resolved(g.victim_config(self.victim, self.seed))
-        protector = resolved(PROTECTORS.create(self.label, **g.protector_config(self.label, self.seed)).config)
+        key = g.protector_key(self.label)
+        protector = resolved(PROTECTORS.create(key, **g.protector_config(self.label, self.seed)).config)
         return {**parts, "recipe": recipe.train.identity(), "protector": protector, "victim": victim}
 
 
@@ -84,8 +85,14 @@ def resolved(config: Any) -> dict[str, Any]:
 
 
 def victim_label(victim: Mapping[str, Any]) -> str:
-    """``"cnn"``, ``"resnet"``, ``"cnn+jpeg10"``: the image tower, plus the defence when there is one."""
-    label = str(victim.get("image_encoder", "cnn"))
+    """The victim column group, plus ``+<defence>`` when there is one: its image tower from scratch
+    (``"cnn"``, ``"resnet"``), ``"finetune"`` (``"finetune<-emoji-captions"`` with a chosen pretraining set)
+    or ``"hf-clip"``; e.g. ``"cnn+jpeg10"``."""
+    regime = str(victim.get("regime", "scratch"))
+    if regime == "scratch":
+        label = str(victim.get("image_encoder", "cnn"))
+    else:
+        label = regime if victim.get("pretrain") is None else f"{regime}<-{victim['pretrain']}"
     defence = victim.get("defence", "none")
     return label if defence == "none" else f"{label}+{defence}"
 

@@ -20,6 +20,7 @@ grids:
     seeds: [0]
     protectors: [clean, random_noise, mem]
     overrides: {mem: {outer_iters: 2}}
+    variants: {"mem grouped": {protector: mem, groups: 10}}     # extra rows: a protector with other settings
     victims: [{}, {image_encoder: resnet}, {defence: jpeg10}]   # VictimConfig fields
     victim_epochs: 4
 ```
@@ -200,6 +201,8 @@ class ProtectGrid:
         seeds: protector seeds (each victim trains with seed + 1, never the surrogate's seed).
         protectors: `PROTECTORS` keys (``clean`` is the reference; it is added when missing).
         overrides: config fields per protector key.
+        variants: extra rows, label -> ``{"protector": key, **config fields}`` (e.g. grouped MEM:
+            ``{"mem grouped": {protector: mem, groups: 10}}``).
         victims: `VictimConfig` fields of each victim (``{}``: the recipe's cnn, no defence).
         victim_epochs: victim training epochs (None: the dataset recipe's).
         metrics: metric names kept in the records (empty: every retrieval metric).
@@ -213,16 +216,29 @@ class ProtectGrid:
     victims: tuple[Mapping[str, Any], ...] = ({},)
     victim_epochs: int | None = None
     metrics: tuple[str, ...] = ()
+    variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     scenario = "protect"
 
-    def all_protectors(self) -> tuple[str, ...]:
-        """The protectors with ``clean`` first."""
-        return ("clean", *(p for p in self.protectors if p != "clean"))
+    def rows(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Row label -> (protector key, config fields): ``clean`` first, the protectors, then the variants."""
+        rows = {p: (p, dict(self.overrides.get(p, {}))) for p in ("clean", *self.protectors)}
+        for label, spec in self.variants.items():
+            key = str(spec["protector"])
+            rows[label] = (key, {**self.overrides.get(key, {}), **{k: v for k, v in spec.items() if k != "protector"}})
+        return rows
 
-    def protector_config(self, protector: str, seed: int) -> dict[str, Any]:
-        """The config fields a protector runs with."""
-        return {**self.overrides.get(protector, {}), "seed": seed}
+    def all_protectors(self) -> tuple[str, ...]:
+        """The row labels, ``clean`` first (protector keys, then variant labels)."""
+        return tuple(self.rows())
+
+    def protector_key(self, label: str) -> str:
+        """The `PROTECTORS` key of a row."""
+        return self.rows()[label][0]
+
+    def protector_config(self, label: str, seed: int) -> dict[str, Any]:
+        """The config fields a row's protector runs with."""
+        return {**self.rows()[label][1], "seed": seed}
 
     def victim_config(self, victim: Mapping[str, Any], seed: int) -> VictimConfig:
         """The victim of a protection made with ``seed``: trained with ``seed + 1``."""
@@ -335,9 +351,13 @@ def _check_protector_config(key: str, fields: Mapping[str, Any]) -> None:
         raise ConfigError(f"overrides.{key}: {e}") from e
 
 
+GRID_DECIDES = ("seed", "epochs", "progress")
+"""`VictimConfig` fields a grid sets itself (seed + 1, ``victim_epochs``, no bar), not a victim mapping."""
+
+
 def _check_victim(fields: Mapping[str, Any]) -> None:
     """A victim's `VictimConfig` fields, type- and range-checked."""
-    _check_keys("a victim", fields, ["image_encoder", "defence"])
+    _check_keys("a victim", fields, [f.name for f in dataclasses.fields(VictimConfig) if f.name not in GRID_DECIDES])
     try:
         make_config(VictimConfig, dict(fields))
     except ConfigError as e:
@@ -444,6 +464,14 @@ def _protect_grid(raw: dict[str, Any]) -> ProtectGrid:
     )
     for key, fields in overrides.items():
         _check_protector_config(key, fields)
+    variants = {k: _mapping(v, f"variants.{k}") for k, v in _mapping(raw.get("variants"), "variants").items()}
+    for label, spec in variants.items():
+        if "protector" not in spec:
+            raise ConfigError(f"variant {label!r} needs a 'protector' key (one of {', '.join(PROTECTORS.names())})")
+        _check_names("protectors", [str(spec["protector"])], PROTECTORS.names())
+        if label in ("clean", *protectors):
+            raise ConfigError(f"variant label {label!r} is already a row of the grid; choose another label")
+        _check_protector_config(str(spec["protector"]), {k: v for k, v in spec.items() if k != "protector"})
     victims = tuple(_mapping(v, "a victim") for v in raw.get("victims", [{}]) or [{}])
     for v in victims:
         _check_victim(v)
@@ -452,7 +480,7 @@ def _protect_grid(raw: dict[str, Any]) -> ProtectGrid:
         raise ConfigError(f"victim_epochs must be a positive integer or null, got {epochs!r}")
     return ProtectGrid(
         dataset, _size(raw.get("size", "small")), _seeds(raw.get("seeds", [0])), protectors,
-        overrides, victims, epochs, metrics,
+        overrides, victims, epochs, metrics, variants,
     )  # fmt: skip
 
 
