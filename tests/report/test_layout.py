@@ -122,6 +122,18 @@ def test_unlearning_headline_edge_cases():
     assert headline(unlearn_table()).startswith("No method has a gap to retrain")
 
 
+def test_with_tuned_rows_the_headline_speaks_of_the_tuned_race():
+    tuned_b = row("b (tuned)", (0.015,))
+    tuned_b.metrics[("tuning_seconds", "cost")] = stat(40.0)
+    table = unlearn_table(row("a", (0.01,)), row("b", (0.05,)), row("a (tuned)", (0.03,)), tuned_b)
+    text = headline(table)
+    # the best tuned row wins the headline even though an untuned row has a smaller gap
+    assert text.startswith("Tuned by the same protocol, b (tuned) is closest to retrain: gap 0.015, at 50%")
+    assert "plus 40 s of tuning" in text and "beats the next, a (tuned) (0.030)" in text
+    assert text.endswith("At published defaults the closest is a (gap 0.010).")
+    assert headline(unlearn_table(row("a", (0.01,)), row("b", (0.05,)))).startswith("a is closest")
+
+
 def test_a_new_scenario_like_unlearning_gets_the_same_layout():
     """Scenario C (unlearning on dual encoders) is compared with retrain like scenario A."""
     table = unlearn_table(row("a", (0.02,)), row("b", (0.05,)), scenario="unlearn_dual")

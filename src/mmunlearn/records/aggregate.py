@@ -23,6 +23,13 @@ from .scenarios import gap_to_retrain
 Column = tuple[str, str]  # (metric name, split)
 REFERENCE = {"unlearn": "retrain", "protect": "clean"}
 NOT_RANKED = {"original", "retrain", "clean"}
+TUNED = " (tuned)"
+"""The mark of a bench row tuned by the tuning protocol: ``"<method> (tuned)"``."""
+
+
+def is_tuned(label: str) -> bool:
+    """Whether a row label is a tuned row's."""
+    return label.endswith(TUNED)
 
 
 @dataclass(frozen=True)
@@ -85,9 +92,15 @@ class Table:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
     @property
+    def data_title(self) -> str:
+        """The dataset and its size (``av-digits (small)``), or a dataset on disk alone (``flickr8k [karpathy]``:
+        its records carry no size)."""
+        return f"{self.dataset} ({self.size})" if self.size else self.dataset
+
+    @property
     def title(self) -> str:
         kind = "request" if self.scenario == "unlearn" else "victim"
-        return f"{self.scenario} · {self.dataset} ({self.size}) · {kind} {self.setting}"
+        return f"{self.scenario} · {self.data_title} · {kind} {self.setting}"
 
     def row(self, label: str) -> Row | None:
         return next((r for r in self.rows if r.label == label), None)

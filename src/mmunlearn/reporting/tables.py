@@ -11,7 +11,7 @@ import io
 from collections import defaultdict
 from collections.abc import Sequence
 
-from ..records.aggregate import Column, Row, Stat, Table
+from ..records.aggregate import Column, Row, Stat, Table, is_tuned
 from ..records.scenarios import HEADLINES, VICTIM_METRICS
 from ..records.summary import SEED_FIELDS, SeedValue, by_gap, by_metric, reference_label, values_of
 from ..textfmt import format_table
@@ -149,6 +149,12 @@ def _gap_margin(best: Row, nxt: Row) -> str:
     return f"; it beats the next, {nxt.label} ({_num(nxt.gap.mean)}), by {_num(margin)}{noise}"
 
 
+def _tuning_cost(row: Row) -> str:
+    """``" plus N s of tuning"`` for a tuned row with a recorded study cost, else ``""``."""
+    stat = next((v for (name, _), v in row.metrics.items() if name == "tuning_seconds"), None)
+    return f" plus {stat.mean:.3g} s of tuning" if stat is not None else ""
+
+
 def unlearn_headline(table: Table, original_gap: float | None = None) -> str:
     """Which method is closest to retrain, at what share of retrain's time, and by how much it beats the next.
 
@@ -157,15 +163,23 @@ def unlearn_headline(table: Table, original_gap: float | None = None) -> str:
         original_gap: the original's mean gap to retrain (how far doing nothing is), if known.
     """
     ref = reference_label(table.scenario)
-    rows = by_gap(table)
-    if not rows:
+    ranked_rows = by_gap(table)
+    if not ranked_rows:
         return f"No method has a gap to {ref} in this table (no {ref} row, or no method besides it)."
+    tuned = [r for r in ranked_rows if is_tuned(r.label)]
+    rows = tuned or ranked_rows  # with tuned rows the race is among them: every contender tuned alike
     best = rows[0]
     assert best.gap is not None
     took = f"{best.seconds.mean:.3g} s"
     cost = f"{percent(best.ratio.mean)} of {ref}'s time ({took})" if best.ratio else took
-    text = f"{best.label} is closest to {ref}: gap {_num(best.gap.mean)}, at {cost}"
+    lead = "Tuned by the same protocol, " if tuned else ""
+    text = f"{lead}{best.label} is closest to {ref}: gap {_num(best.gap.mean)}, at {cost}"
+    text += _tuning_cost(best)
     text += (_gap_margin(best, rows[1]) if len(rows) > 1 else "; it is the only method") + "."
+    if tuned:
+        default = next((r for r in ranked_rows if not is_tuned(r.label)), None)
+        if default is not None and default.gap is not None:
+            text += f" At published defaults the closest is {default.label} (gap {_num(default.gap.mean)})."
     if original_gap is not None:
         closer = ", no farther than any method" if original_gap <= best.gap.mean else ""
         text += f" The original (no unlearning) is {_num(original_gap)} from {ref}{closer}."
