@@ -100,4 +100,4 @@ def victim_from_dir(
     """
     protected = ProtectedDataset.load(Path(folder))
     splits = splits_for(protected, data_dir)
-    return protected, train_victim(splits, protected, config)  # it checks the data before training
+    return protected, train_victim(splits, protected, config, data_dir=data_dir)  # it checks the data before training

@@ -27,7 +27,7 @@ from ..publish import export_protected
 from ..results import MetricResult, RunRecord
 from ..textfmt import format_table
 from ..versions import versions
-from ..victim import VictimConfig
+from ..victim import REGIMES, VictimConfig
 
 
 def protect_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -170,6 +170,10 @@ def cmd_victim(args: argparse.Namespace) -> int:
         defence=args.defence,
         epochs=args.epochs,
         progress=not args.quiet,
+        regime=args.regime,
+        pretrain=args.pretrain,
+        pretrain_epochs=args.pretrain_epochs,
+        lr=args.lr,
     )
     protected, result = victim_from_dir(args.protected, config, data_dir=args.data_dir)
     record: RunRecord = result.record({"protected": str(args.protected), "source": protected.source.get("dataset")})
@@ -177,7 +181,7 @@ def cmd_victim(args: argparse.Namespace) -> int:
         print(json.dumps(record.to_dict()))
         return 0
     print(
-        f"victim (seed {result.seed}, {config.image_encoder}, defence {config.defence}) trained on "
+        f"victim ({config.regime}, seed {result.seed}, {config.image_encoder}, defence {config.defence}) trained on "
         f"{protected.method}-protected {protected.source.get('dataset')} in {result.seconds:.1f} s; clean test:"
     )
     print(retrieval_table(result.metrics))
@@ -234,6 +238,15 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=None, help="victim seed (default: the surrogate's seed + 1)")
     p.add_argument("--image-encoder", default="cnn", help="victim image tower: cnn (the recipe's) or resnet")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the dataset recipe's)")
+    p.add_argument(
+        "--regime", default="scratch", choices=REGIMES,
+        help="scratch (fresh recipe model), finetune (pretrained on another caption set) or hf-clip (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--pretrain", default=None, help="finetune: caption set to pretrain on (default: the target's other)"
+    )
+    p.add_argument("--pretrain-epochs", type=int, default=None, help="finetune: pretraining epochs (default: recipe's)")
+    p.add_argument("--lr", type=float, default=None, help="peak lr (default: recipe's; finetune: recipe's / 10)")
     _common(p)
     p.set_defaults(func=cmd_victim)
 

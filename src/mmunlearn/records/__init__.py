@@ -10,6 +10,7 @@ from .scenarios import (
     SCENARIO_A_METRICS,
     SCENARIO_C_METRICS,
     VICTIM_METRICS,
+    ZERO_SHOT_METRICS,
     gap_to_retrain,
 )
 from .store import ResultStore, StoreLockedError, latest_by_cell, read_records
@@ -23,6 +24,7 @@ __all__ = [
     "SCENARIO_A_METRICS",
     "SCENARIO_C_METRICS",
     "VICTIM_METRICS",
+    "ZERO_SHOT_METRICS",
     "ResultStore",
     "Row",
     "StoreLockedError",

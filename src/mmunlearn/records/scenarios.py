@@ -39,6 +39,8 @@ SCENARIO_A_METRICS = (
 
 # The clean-test retrieval figures of every scenario-B victim (names of `retrieval_recalls`).
 VICTIM_METRICS = ("i2t_r1", "t2i_r1", "i2t_r5", "t2i_r5", "i2t_r10", "t2i_r10", "mean_recall")
+ZERO_SHOT_METRICS = tuple(f"zero_shot_{m}" for m in VICTIM_METRICS)
+"""A ``finetune`` victim's pretrained model on the same clean test pairs before fine-tuning (its reference)."""
 
 
 # Every metric name the scenario-C suite can produce for a dual encoder forgetting image-caption pairs

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..records.aggregate import Column, Table
+from ..records.scenarios import VICTIM_METRICS
 from ..records.summary import reference_label
 
 # metric name -> one-line meaning (the split it was measured on is described by SPLIT_MEANINGS)
@@ -72,6 +73,12 @@ METRIC_MEANINGS: dict[str, str] = {
     "seconds": "wall-clock seconds of the run (unlearning; the victim's training; the original's training)",
     "protect_seconds": "seconds spent computing the protection of the training images",
     "seconds_ratio": "seconds / the reference's seconds, seed by seed (retrain's; a clean victim training's)",
+}
+
+METRIC_MEANINGS |= {
+    f"zero_shot_{m}": f"a finetune victim's pretrained model before fine-tuning (the zero-shot reference): "
+    f"{METRIC_MEANINGS[m]}"
+    for m in VICTIM_METRICS
 }
 
 SPLIT_MEANINGS: dict[str, str] = {
