@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import load_checkpoint, read_manifest, save_checkpoint
-from .data import DatasetRef, DatasetSplits
+from .data import LAYOUTS, DatasetRef, DatasetSplits
 from .errors import ConfigError
 from .evaluate import evaluate
 from .models import MultimodalModel, build_model
@@ -91,6 +91,21 @@ def recipe_for_data(splits: DatasetSplits, model: str | None = None) -> Recipe:
     if kind == "audio-visual":
         return RECIPES["av-digits-video" if "video" in splits.train.modalities else "av-digits"]
     return recipe_for(splits.name, model)
+
+
+def recipe_for_layout(layout: str, model: str | None = None, video: bool = False) -> Recipe:
+    """The recipe `recipe_for_data` picks for a dataset on disk, from its layout alone (no loading): an
+    image-caption layout gets shapes-captions' (or its ``model`` recipe), an audio-visual one av-digits'
+    classifier, av-digits-video's when the data has the ``video`` modality (``video``: known from the
+    layout's annotations, e.g. ``Plan.items[i].video``).
+
+    Raises:
+        UnknownNameError: an unknown layout (the known ones are listed).
+        ConfigError: a ``model`` with no recipe for the layout's kind.
+    """
+    if LAYOUTS.create(layout).kind == "image-caption":
+        return recipe_for("shapes-captions", model)
+    return recipe_for("av-digits-video" if video else "av-digits", model)
 
 
 def model_config_for(splits: DatasetSplits, recipe: Recipe) -> dict[str, Any]:

@@ -107,7 +107,7 @@ def test_a_tuned_cell_key_covers_the_protocol_and_its_shared_key_is_the_study(tm
     assert "tuning" in Cell(g, 0, "finetune (tuned)", request="random").settings()
     assert grid().tuning_space("finetune") == {"lr": ("log", 5e-5, 1e-3)}  # the override holds epochs at 1
     two = dataclasses.replace(g, seeds=(0, 1), requests=("random", "identity"))
-    cells = UnlearnCells(tmp_path, lambda name, size: None)  # type: ignore[arg-type, return-value]
+    cells = UnlearnCells(tmp_path, lambda ref: None)  # type: ignore[arg-type, return-value]
     tuned = {cells.shared(c) for c in grid_cells(two) if c.label == "finetune (tuned)"}
     assert len(tuned) == 1 and next(iter(tuned)).startswith("study:av-digits-small-")
     assert cells.shared(Cell(two, 1, "finetune", request="random")).startswith("model:")
@@ -145,7 +145,7 @@ class Poisoned:
 def test_a_study_resumes_never_reads_the_test_split_and_feeds_the_tuned_row(splits, tmp_path):
     g = grid()
     poisoned = dataclasses.replace(splits, test=Poisoned())
-    blind = UnlearnCells(tmp_path, lambda name, size: poisoned)  # type: ignore[arg-type, return-value]
+    blind = UnlearnCells(tmp_path, lambda ref: poisoned)  # type: ignore[arg-type, return-value]
     first = blind.tuning(g, "finetune")
     assert first.trials == 2 and first.failed == 0 and set(first.best) == {"lr"} and first.default_value is not None
     assert first.seconds > 0 and first.value <= first.default_value
@@ -159,7 +159,7 @@ def test_a_study_resumes_never_reads_the_test_split_and_feeds_the_tuned_row(spli
     states = [t.state for t in optuna.load_study(study_name=first.study, storage=storage).trials]
     assert states.count(optuna.trial.TrialState.COMPLETE) == 2 and len(states) == 3
 
-    cells = UnlearnCells(tmp_path, lambda name, size: splits)  # type: ignore[arg-type, return-value]
+    cells = UnlearnCells(tmp_path, lambda ref: splits)  # type: ignore[arg-type, return-value]
     record = cells.run(Cell(g, 0, "finetune (tuned)", request="random"))
     assert record.extras["tuned"] is True and record.extras["tuned_config"] == first.best
     assert record.extras["tuning_seconds"] == first.seconds and record.extras["tuning_trials"] == 2

@@ -8,13 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..data import DATASETS
 from ..fileio import canonical_json
 from ..protectors import PROTECTORS
-from ..recipes import recipe_for
 from ..results import MetricResult
 from ..unlearn import UNLEARNERS
+from ..victim import VictimConfig
 from .config import BenchConfig, Grid, ProtectGrid, UnlearnGrid
+from .grid_data import data_identity, data_key, grid_recipe
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,13 @@ class Cell:
 
     @property
     def key(self) -> str:
-        """A stable identifier (the store's resume key), including a hash of the row's settings."""
+        """A stable identifier (the store's resume key), including a hash of the row's settings.
+
+        A built-in set is named by its name and size, a dataset on disk by its folder's name and layout
+        (``flickr8k[karpathy]``, not its absolute path); its files' fingerprint is in the settings' hash.
+        """
         g = self.grid
-        return f"{g.scenario}/{g.dataset}/{g.size}/{self.setting}/seed{self.seed}/{self.label}@{self.settings_hash()}"
+        return f"{g.scenario}/{data_key(g)}/{self.setting}/seed{self.seed}/{self.label}@{self.settings_hash()}"
 
     def settings_hash(self) -> str:
         """Short hash of `settings`."""
@@ -57,14 +61,12 @@ class Cell:
         """Everything besides the key's names that decides this cell's numbers, defaults resolved.
 
         A changed default (of a method, a protector, a recipe, its model or a dataset version) changes the key,
-        so a store never passes off a result of the old settings as one of the new.
+        so a store never passes off a result of the old settings as one of the new; so does a changed file of
+        a dataset on disk (``data`` is then its layout, source fingerprint and decoding options).
         """
         g = self.grid
-        recipe = recipe_for(g.dataset, getattr(g, "model", None))
-        parts: dict[str, Any] = {
-            "data": DATASETS.get(g.dataset).version,  # type: ignore[attr-defined]
-            "model": [recipe.model, dict(recipe.model_config)],
-        }
+        recipe = grid_recipe(g, getattr(g, "model", None))
+        parts: dict[str, Any] = {"data": data_identity(g), "model": [recipe.model, dict(recipe.model_config)]}
         if isinstance(g, UnlearnGrid):
             parts.update(train=g.train_config().identity(), fraction=g.fraction)
             if self.label != "original":
@@ -73,7 +75,7 @@ class Cell:
                 if g.tuned_method(self.label) is not None:  # the protocol, not its result: the study decides
                     parts.update(tuning=g.tuning_protocol(method))
             return parts
-        victim = resolved(g.victim_config(self.victim, self.seed))
+        victim = victim_settings(g.victim_config(self.victim, self.seed))
         key = g.protector_key(self.label)
         protector = resolved(PROTECTORS.create(key, **g.protector_config(self.label, self.seed)).config)
         return {**parts, "recipe": recipe.train.identity(), "protector": protector, "victim": victim}
@@ -82,6 +84,17 @@ class Cell:
 def resolved(config: Any) -> dict[str, Any]:
     """A config dataclass as a dict of every field but ``progress`` (which changes no number)."""
     return {k: v for k, v in dataclasses.asdict(config).items() if k != "progress"}
+
+
+LATER_VICTIM_FIELDS = ("regime", "pretrain", "pretrain_epochs", "lr")
+"""`VictimConfig` fields added after the first scenario-B stores: left out of a cell's settings at their
+defaults, so the keys (and stored records) of from-scratch victims stay what they were."""
+
+
+def victim_settings(victim: VictimConfig) -> dict[str, Any]:
+    """A victim's resolved fields for its cell's settings (see `LATER_VICTIM_FIELDS`)."""
+    defaults = VictimConfig()
+    return {k: v for k, v in resolved(victim).items() if k not in LATER_VICTIM_FIELDS or v != getattr(defaults, k)}
 
 
 def victim_label(victim: Mapping[str, Any]) -> str:

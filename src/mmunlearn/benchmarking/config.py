@@ -23,6 +23,10 @@ grids:
     variants: {"mem grouped": {protector: mem, groups: 10}}     # extra rows: a protector with other settings
     victims: [{}, {image_encoder: resnet}, {defence: jpeg10}]   # VictimConfig fields
     victim_epochs: 4
+  - scenario: unlearn          # a dataset on disk: its path (relative to this file's folder) and its layout
+    dataset: data/flickr8k
+    layout: karpathy           # no size; only random requests (docs/data-layouts.md, "In a bench grid")
+    methods: [finetune]
 ```
 
 Every name (scenario, dataset, method, protector, metric, config field) is checked against the
@@ -42,17 +46,34 @@ from typing import Any
 import yaml
 
 from ..configs import make_config
-from ..data import DATASETS
+from ..data import DATASETS, LAYOUTS
 from ..data.builder import SIZES
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..models.protocols import KINDS, CaptionerModel, Classifier, DualEncoderModel
 from ..outputs import read_text_file
 from ..protectors import PROTECTORS
-from ..recipes import MODEL_RECIPES, RECIPES, recipe_for
-from ..records.scenarios import CAPTIONER_METRICS, SCENARIO_A_METRICS, SCENARIO_C_METRICS, VICTIM_METRICS
+from ..recipes import MODEL_RECIPES, RECIPES, Recipe, recipe_for, recipe_for_layout
+from ..records.aggregate import TUNED
+from ..records.scenarios import (
+    CAPTIONER_METRICS,
+    SCENARIO_A_METRICS,
+    SCENARIO_C_METRICS,
+    VICTIM_METRICS,
+    ZERO_SHOT_METRICS,
+)
 from ..train import TrainConfig
 from ..unlearn import UNLEARNERS, retrain_config
 from ..victim import VictimConfig
+from .grid_data import (
+    LAYOUT_SIZE,
+    LayoutProbe,
+    data_identity,
+    data_key,
+    data_label,
+    grid_recipe,
+    modalities,
+    resolve_path,
+)
 from .search_spaces import as_json, check_space, config_defaults, space_for
 
 REQUESTS = ("random", "identity", "concept", "group")
@@ -60,7 +81,9 @@ REQUESTS = ("random", "identity", "concept", "group")
 and ``group`` on image-caption data (a concept's pairs; an emoji's group)."""
 CAPTION_REQUESTS = ("random", "concept", "group")
 CLASSIFIER_REQUESTS = ("random", "identity")
-TUNED = " (tuned)"
+LAYOUT_REQUESTS = ("random",)
+"""Request kinds on a dataset on disk: ``identity`` needs av-digits' fonts, ``concept`` a built-in concept
+space (`mmunlearn.data.concepts.CONCEPTS`) and ``group`` emoji-captions' groups, none of which a layout has."""
 """Suffix of a tuned row's label: ``"finetune (tuned)"``."""
 TUNING_PROTOCOL_VERSION = 1
 """Bumped when the tuning protocol (objective, data it sees) changes: the studies and tuned cells are redone."""
@@ -91,8 +114,9 @@ class UnlearnGrid:
     pairs): every method x seed x request on one dataset, next to the original and retrain.
 
     Attributes:
-        dataset: a built-in dataset with a training recipe (audio-visual: scenario A; image-caption: C).
-        size: ``"small"`` or ``"full"``.
+        dataset: a built-in dataset with a training recipe (audio-visual: scenario A; image-caption: C), or
+            with ``layout`` the absolute path of a dataset on disk (the recipe of its kind: `recipe_for_layout`).
+        size: ``"small"`` or ``"full"``; ``"full"`` with ``layout`` (a dataset on disk has one size).
         seeds: seeds of the original model, the request and every method.
         requests: ``"random"`` (a seeded share ``fraction`` of the training samples), ``"identity"`` (two
             fonts, audio-visual data), ``"concept"`` (the pairs naming one concept) or ``"group"`` (the
@@ -106,6 +130,9 @@ class UnlearnGrid:
         model: another model the dataset has a recipe for (``"captioner"`` on the caption sets: a generative
             captioner forgets a concept); None: the dataset's own model.
         tune: the tuning protocol; None: no tuned rows.
+        layout: a `LAYOUTS` name: ``dataset`` is a path in that layout; None: a built-in dataset.
+        probe: the dataset on disk's kind, video and source fingerprint, taken when the grid was read (None:
+            taken when a key needs it).
     """
 
     dataset: str = "av-digits"
@@ -120,6 +147,8 @@ class UnlearnGrid:
     fraction: float = 0.1
     model: str | None = None
     tune: TuneSpec | None = None
+    layout: str | None = None
+    probe: LayoutProbe | None = None
 
     scenario = "unlearn"
 
@@ -157,10 +186,11 @@ class UnlearnGrid:
         budget, the validation request and the requests it must avoid, the sampler seed, the original it
         runs on, the fields held fixed and retrain's. It names the study and enters the tuned cells' keys."""
         assert self.tune is not None
-        recipe = recipe_for(self.dataset, self.model)
+        recipe = grid_recipe(self, self.model)
+        data = [self.dataset, self.size] if self.layout is None else [data_key(self)]  # no absolute path
         return {
             "version": TUNING_PROTOCOL_VERSION,
-            "data": [self.dataset, self.size, DATASETS.get(self.dataset).version],  # type: ignore[attr-defined]
+            "data": [*data, data_identity(self)],
             "model": [recipe.model, dict(recipe.model_config)],
             "train": self.train_config().replace(seed=self.seeds[0]).identity(),
             "method": method,
@@ -176,12 +206,13 @@ class UnlearnGrid:
 
     def train_config(self) -> TrainConfig:
         """The original's training recipe: the dataset's, with the grid's ``train`` fields."""
-        return recipe_for(self.dataset, self.model).train.replace(**self.train)
+        return grid_recipe(self, self.model).train.replace(**self.train)
 
     @property
     def title(self) -> str:
-        """The dataset, and the model where it is not the dataset's own (e.g. ``shapes-captions captioner``)."""
-        return self.dataset if self.model is None else f"{self.dataset} {self.model}"
+        """The dataset (``flickr8k [karpathy]`` on disk), and the model where it is not the dataset's own
+        (e.g. ``shapes-captions captioner``)."""
+        return data_label(self) if self.model is None else f"{data_label(self)} {self.model}"
 
     def method_config(self, label: str, seed: int) -> tuple[str, dict[str, Any]]:
         """A row's method key and the config fields it runs with (retrain trains like the original)."""
@@ -196,8 +227,8 @@ class ProtectGrid:
     """Scenario B: every protector x seed on one caption dataset, each protection met by every victim.
 
     Attributes:
-        dataset: a built-in image-caption dataset.
-        size: ``"small"`` or ``"full"``.
+        dataset: a built-in image-caption dataset, or with ``layout`` the absolute path of one on disk.
+        size: ``"small"`` or ``"full"``; ``"full"`` with ``layout``.
         seeds: protector seeds (each victim trains with seed + 1, never the surrogate's seed).
         protectors: `PROTECTORS` keys (``clean`` is the reference; it is added when missing).
         overrides: config fields per protector key.
@@ -206,6 +237,8 @@ class ProtectGrid:
         victims: `VictimConfig` fields of each victim (``{}``: the recipe's cnn, no defence).
         victim_epochs: victim training epochs (None: the dataset recipe's).
         metrics: metric names kept in the records (empty: every retrieval metric).
+        layout: a `LAYOUTS` name of an image-caption layout: ``dataset`` is a path; None: a built-in dataset.
+        probe: the dataset on disk's kind, video and source fingerprint, taken when the grid was read.
     """
 
     dataset: str = "shapes-captions"
@@ -217,8 +250,15 @@ class ProtectGrid:
     victim_epochs: int | None = None
     metrics: tuple[str, ...] = ()
     variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    layout: str | None = None
+    probe: LayoutProbe | None = None
 
     scenario = "protect"
+
+    @property
+    def title(self) -> str:
+        """The dataset in titles and records (``flickr8k [karpathy]`` on disk)."""
+        return data_label(self)
 
     def rows(self) -> dict[str, tuple[str, dict[str, Any]]]:
         """Row label -> (protector key, config fields): ``clean`` first, the protectors, then the variants."""
@@ -320,6 +360,50 @@ def _size(value: Any) -> str:
     return str(value)
 
 
+@dataclass(frozen=True)
+class _OnDisk:
+    """A grid's dataset on disk, checked: its absolute path, layout and probe."""
+
+    path: str
+    layout: str
+    probe: LayoutProbe
+
+
+def _on_disk(raw: Mapping[str, Any], base: Path | None) -> _OnDisk | None:
+    """The grid's ``dataset`` path and ``layout`` (None without ``layout``: a built-in dataset).
+
+    Raises:
+        ConfigError: an unknown layout, ``size`` given with a layout (a dataset on disk has one size), no
+            ``dataset``, a path that does not exist, or annotations the layout cannot read.
+    """
+    if raw.get("layout") is None:
+        return None
+    layout = str(raw["layout"])
+    _check_names("layouts", [layout], LAYOUTS.names())
+    if "size" in raw:
+        raise ConfigError(
+            f"size has no meaning with layout {layout!r} (a dataset on disk is loaded whole); remove 'size'"
+        )
+    if raw.get("dataset") is None:
+        raise ConfigError(f"layout {layout!r} needs 'dataset': the path of the dataset on disk")
+    path = resolve_path(str(raw["dataset"]), base, layout)
+    try:
+        probe = LayoutProbe.of(path, layout)
+    except DataError as e:
+        raise ConfigError(f"dataset {path} cannot be read as {layout}: {e}") from e
+    return _OnDisk(path, layout, probe)
+
+
+def _layout_requests(requests: tuple[str, ...], disk: _OnDisk) -> None:
+    """Every request kind can run on the dataset on disk (only `LAYOUT_REQUESTS` can)."""
+    bad = [r for r in requests if r not in LAYOUT_REQUESTS]
+    if bad:
+        raise ConfigError(
+            f"request kind(s) {bad} cannot run on a dataset on disk ({disk.layout}): identity needs av-digits' "
+            f"fonts, concept a built-in concept list, group emoji-captions' groups; usable: {list(LAYOUT_REQUESTS)}"
+        )
+
+
 def _check_method_config(grid: UnlearnGrid, label: str) -> None:
     """Build a row's config now (type- and range-checked), and check that the method can edit the dataset's
     model kind, so that a bad row fails before hours of work."""
@@ -340,7 +424,7 @@ def model_kind(grid: UnlearnGrid) -> type:
     """The protocol of the grid's model: a captioner, a dual encoder (caption sets) or a classifier."""
     if grid.model == "captioner":
         return CaptionerModel
-    return DualEncoderModel if "text" in _modalities(grid.dataset) else Classifier
+    return DualEncoderModel if "text" in modalities(grid) else Classifier
 
 
 def _check_protector_config(key: str, fields: Mapping[str, Any]) -> None:
@@ -377,21 +461,28 @@ def _rows_metrics_overrides(
     return names, metrics, overrides
 
 
-def _unlearn_grid(raw: dict[str, Any]) -> UnlearnGrid:
-    known = [f.name for f in dataclasses.fields(UnlearnGrid)]
+def _unlearn_grid(raw: dict[str, Any], base: Path | None = None) -> UnlearnGrid:
+    known = [f.name for f in dataclasses.fields(UnlearnGrid) if f.name != "probe"]
     _check_keys("an unlearn grid", raw, [*known, "scenario"])
-    dataset = str(raw.get("dataset", "av-digits"))
-    _check_names("datasets", [dataset], [d for d in DATASETS.names() if d in RECIPES])
-    captions = "text" in _modalities(dataset)
+    disk = _on_disk(raw, base)
+    if disk is None:
+        dataset = str(raw.get("dataset", "av-digits"))
+        _check_names("datasets", [dataset], [d for d in DATASETS.names() if d in RECIPES])
+        captions = "text" in _modalities(dataset)
+    else:
+        dataset, captions = disk.path, disk.probe.kind == "image-caption"
     model = raw.get("model")
     if model is not None:
         _check_names("models", [str(model)], list(MODEL_RECIPES))
-        recipe_for(dataset, str(model))  # a ConfigError names the datasets with such a recipe
+    recipe = _recipe(dataset, disk, None if model is None else str(model))
     metric_names = CAPTIONER_METRICS if model else SCENARIO_C_METRICS if captions else SCENARIO_A_METRICS
     methods, metrics, overrides = _rows_metrics_overrides(raw, "methods", UNLEARNERS.names(), "ccu", metric_names)
     requests = _tuple(raw.get("requests", ["random"]), "requests", str)
     _check_names("requests", requests, REQUESTS)
-    usable = CAPTION_REQUESTS if captions else CLASSIFIER_REQUESTS
+    usable: tuple[str, ...] = CAPTION_REQUESTS if captions else CLASSIFIER_REQUESTS
+    if disk is not None:
+        _layout_requests(requests, disk)
+        usable = LAYOUT_REQUESTS
     _check_names(f"requests on {dataset}", requests, usable)
     variants = {k: _mapping(v, f"variants.{k}") for k, v in _mapping(raw.get("variants"), "variants").items()}
     for label, spec in variants.items():
@@ -401,7 +492,7 @@ def _unlearn_grid(raw: dict[str, Any]) -> UnlearnGrid:
     train = _mapping(raw.get("train"), "train")
     _check_keys("train", train, [f.name for f in dataclasses.fields(TrainConfig)])
     try:
-        recipe_for(dataset, model).train.replace(**train)
+        recipe.train.replace(**train)
     except ConfigError as e:
         raise ConfigError(f"train: {e}") from e
     fraction = raw.get("fraction", 0.1)
@@ -412,9 +503,10 @@ def _unlearn_grid(raw: dict[str, Any]) -> UnlearnGrid:
         raise ConfigError(f"variant labels must not end with {TUNED.strip()!r} (the tuned rows' mark): {bad}")
     seeds = _seeds(raw.get("seeds", [0]))
     tune = _tune(raw.get("tune"), methods, requests, usable, seeds)
+    size = _size(raw.get("size", "small")) if disk is None else LAYOUT_SIZE
     grid = UnlearnGrid(
-        dataset, _size(raw.get("size", "small")), seeds, requests, methods,
-        variants, overrides, train, metrics, fraction, None if model is None else str(model), tune,
+        dataset, size, seeds, requests, methods, variants, overrides, train, metrics, fraction,
+        None if model is None else str(model), tune, disk.layout if disk else None, disk.probe if disk else None,
     )  # fmt: skip
     for method in tune.methods if tune is not None else ():
         if not grid.tuning_space(method):
@@ -422,6 +514,13 @@ def _unlearn_grid(raw: dict[str, Any]) -> UnlearnGrid:
     for label in grid.rows():
         _check_method_config(grid, label)
     return grid
+
+
+def _recipe(dataset: str, disk: _OnDisk | None, model: str | None) -> Recipe:
+    """The grid's recipe (a `ConfigError` names the datasets with a recipe of ``model``)."""
+    if disk is None:
+        return recipe_for(dataset, model)
+    return recipe_for_layout(disk.layout, model, disk.probe.video)
 
 
 def _tune(
@@ -455,12 +554,21 @@ def _tune(
     return TuneSpec(trials, tuned, request, seed)
 
 
-def _protect_grid(raw: dict[str, Any]) -> ProtectGrid:
-    known = [f.name for f in dataclasses.fields(ProtectGrid)]
+def _protect_grid(raw: dict[str, Any], base: Path | None = None) -> ProtectGrid:
+    known = [f.name for f in dataclasses.fields(ProtectGrid) if f.name != "probe"]
     _check_keys("a protect grid", raw, [*known, "scenario"])
-    dataset = _dataset(raw.get("dataset", "shapes-captions"), "text", "protect")
+    disk = _on_disk(raw, base)
+    if disk is None:
+        dataset = _dataset(raw.get("dataset", "shapes-captions"), "text", "protect")
+    elif disk.probe.kind != "image-caption":
+        caption_layouts = [n for n in LAYOUTS.names() if LAYOUTS.create(n).kind == "image-caption"]
+        raise ConfigError(
+            f"layout {disk.layout!r} holds no captions, so scenario 'protect' cannot use it; use {caption_layouts}"
+        )
+    else:
+        dataset = disk.path
     protectors, metrics, overrides = _rows_metrics_overrides(
-        raw, "protectors", PROTECTORS.names(), "clean", VICTIM_METRICS
+        raw, "protectors", PROTECTORS.names(), "clean", (*VICTIM_METRICS, *ZERO_SHOT_METRICS)
     )
     for key, fields in overrides.items():
         _check_protector_config(key, fields)
@@ -475,20 +583,28 @@ def _protect_grid(raw: dict[str, Any]) -> ProtectGrid:
     victims = tuple(_mapping(v, "a victim") for v in raw.get("victims", [{}]) or [{}])
     for v in victims:
         _check_victim(v)
+        if disk is not None and v.get("regime") == "finetune" and v.get("pretrain") is None:
+            raise ConfigError(f"victim {v}: a finetune victim of a dataset on disk needs 'pretrain' (a built-in "
+                              "caption set to pretrain on: it has no default one)")  # fmt: skip
     epochs = raw.get("victim_epochs")
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise ConfigError(f"victim_epochs must be a positive integer or null, got {epochs!r}")
+    size = _size(raw.get("size", "small")) if disk is None else LAYOUT_SIZE
     return ProtectGrid(
-        dataset, _size(raw.get("size", "small")), _seeds(raw.get("seeds", [0])), protectors,
-        overrides, victims, epochs, metrics, variants,
+        dataset, size, _seeds(raw.get("seeds", [0])), protectors, overrides, victims, epochs, metrics, variants,
+        disk.layout if disk else None, disk.probe if disk else None,
     )  # fmt: skip
 
 
-SCENARIOS: dict[str, Callable[[dict[str, Any]], Grid]] = {"unlearn": _unlearn_grid, "protect": _protect_grid}
+SCENARIOS: dict[str, Callable[[dict[str, Any], Path | None], Grid]] = {
+    "unlearn": _unlearn_grid,
+    "protect": _protect_grid,
+}
 
 
 def parse_config(raw: Any, source: str | None = None) -> BenchConfig:
-    """A `BenchConfig` from the parsed YAML document.
+    """A `BenchConfig` from the parsed YAML document; a grid's relative ``dataset`` path (with ``layout``)
+    is relative to the folder of the file ``source`` (None: the working folder).
 
     Raises:
         ConfigError: anything unknown or ill-typed, naming the key and the known values.
@@ -503,12 +619,13 @@ def parse_config(raw: Any, source: str | None = None) -> BenchConfig:
     if not isinstance(grids, list) or not grids:
         raise ConfigError("'grids' must be a non-empty list of grids")
     parsed: list[Grid] = []
+    base = Path(source).resolve().parent if source is not None else None
     for i, g in enumerate(grids):
         g = _mapping(g, f"grid {i}")
         scenario = g.get("scenario")
         if scenario not in SCENARIOS:
             raise ConfigError(f"grid {i}: unknown scenario {scenario!r}; known scenarios: {', '.join(SCENARIOS)}")
-        parsed.append(SCENARIOS[scenario](g))
+        parsed.append(SCENARIOS[scenario](g, base))
     return BenchConfig(name, tuple(parsed), source)
 
 

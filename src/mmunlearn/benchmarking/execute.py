@@ -13,17 +13,17 @@ import platform
 import random
 import traceback
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..data import DatasetSplits, load_dataset
 from ..results import RunRecord
 from ..versions import versions
 from .cells import Cell
+from .grid_data import data_label, data_provenance
+from .loader import BenchData
 from .protect_cell import ProtectCells
 from .unlearn_cell import UnlearnCells
 
@@ -70,9 +70,11 @@ def failed_record(cell: Cell, error: BaseException) -> RunRecord:
 def annotate(record: RunRecord, cell: Cell, command: str | None) -> RunRecord:
     """Add the cell's coordinates, the command and the machine to a record's extras."""
     g = cell.grid
-    title = getattr(g, "title", g.dataset)  # a grid of another model than the dataset's own names it
-    where = {"cell": cell.key, "row": cell.label, "dataset": title, "size": g.size, "setting": cell.setting}
-    extras = {"status": "ok", **record.extras, **where, "command": command, "machine": machine()}
+    title = getattr(g, "title", data_label(g))  # a grid of another model than the dataset's own names it
+    size = g.size if g.layout is None else ""  # a dataset on disk has no size: its tables' titles show none
+    where = {"cell": cell.key, "row": cell.label, "dataset": title, "size": size, "setting": cell.setting}
+    extras = {"status": "ok", **record.extras, **where, "data": data_provenance(g), "command": command,
+              "machine": machine()}  # fmt: skip
     return dataclasses.replace(record, extras=extras)
 
 
@@ -81,12 +83,8 @@ Runners = dict[str, Any]
 
 def make_runners(work: Path, data_dir: str | os.PathLike[str] | None) -> Runners:
     """The cell runner of each scenario, sharing one dataset loader (each dataset loaded once)."""
-
-    @cache
-    def data(name: str, size: str) -> DatasetSplits:
-        return load_dataset(name, size, 0, data_dir)
-
-    return {"unlearn": UnlearnCells(work, data), "protect": ProtectCells(work, data)}
+    data = BenchData(data_dir)
+    return {"unlearn": UnlearnCells(work, data, data_dir=data_dir), "protect": ProtectCells(work, data)}
 
 
 def run_cell(runners: Runners, cell: Cell, command: str | None) -> RunRecord:

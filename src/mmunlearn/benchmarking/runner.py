@@ -9,13 +9,13 @@ from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from ..data import load_dataset
 from ..errors import ConfigError
 from ..records.store import ResultStore, latest_by_cell
 from ..runtime import progress as show_progress
 from .cells import bench_cells
 from .config import BenchConfig
 from .execute import make_runners, run_here
+from .grid_data import data_label, data_ref
 from .parallel import import_ray, run_on_ray
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,8 @@ def run_bench(
             c for c in cells if c.key not in done or (retry_failed and done[c.key].extras.get("status") == "failed")
         ]
         if workers and todo:  # built here once, so that workers only read the cache (run here: built on first use)
-            for name, size in dict.fromkeys((g.dataset, g.size) for g in config.grids):
-                load_dataset(name, size, 0, data_dir)
+            for ref in dict.fromkeys(data_ref(g) for g in config.grids):
+                ref.load(data_dir)
         bar = show_progress(total=len(todo), unit="cell", enabled=progress)
         with logging_redirect_tqdm([logging.getLogger("mmunlearn")]):
             if workers:
@@ -101,7 +101,7 @@ def run_bench(
             failed = []
             for cell, record in records:
                 store.append(record)
-                bar.set_description(f"{cell.grid.dataset} {cell.setting} seed {cell.seed} {cell.label}")
+                bar.set_description(f"{data_label(cell.grid)} {cell.setting} seed {cell.seed} {cell.label}")
                 bar.update(1)
                 if record.extras.get("status") == "failed":
                     failed.append(cell.key)

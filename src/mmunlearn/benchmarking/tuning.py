@@ -40,6 +40,7 @@ from ..records.scenarios import gap_to_retrain
 from ..results import MetricResult
 from ..unlearn import UNLEARNERS
 from .config import UnlearnGrid
+from .grid_data import data_slug
 from .requests import exclusive, request_for
 from .search_spaces import Space, config_defaults, suggest
 
@@ -141,10 +142,11 @@ def import_optuna() -> Any:
 
 # -- naming ----------------------------------------------------------------------------------------------
 def study_name(grid: UnlearnGrid, method: str) -> str:
-    """``<dataset>-<size>-<model>-<method>-<hash of the protocol>``: one study per protocol."""
+    """``<dataset>-<size>-<model>-<method>-<hash of the protocol>`` (``<name>-<layout>-...`` for a dataset
+    on disk, whose fingerprint is in the protocol): one study per protocol."""
     protocol = grid.tuning_protocol(method)
     tag = hashlib.sha256(canonical_json(protocol).encode()).hexdigest()[:10]
-    return f"{grid.dataset}-{grid.size}-{protocol['model'][0]}-{method}-{tag}"
+    return f"{data_slug(grid)}-{protocol['model'][0]}-{method}-{tag}"
 
 
 def study_path(work: Path, name: str) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,19 +12,20 @@ from typing import Any
 import torch
 
 from ..checkpoint import load_checkpoint, read_manifest
-from ..data import DatasetSplits
+from ..data import DatasetRef, DatasetSplits
 from ..data.core import MultimodalDataset
 from ..fileio import atomic_write_json, canonical_json, sha256_bytes
 from ..models import MultimodalModel
 from ..models.protocols import CaptionerModel, DualEncoderModel
 from ..pipeline import request_metrics, run_request
-from ..recipes import recipe_for, train_on_dataset
+from ..recipes import train_on_dataset
 from ..results import MetricResult, RunRecord
 from ..runtime import eval_mode
 from ..unlearn import UNLEARNERS, UnlearnData
 from ..versions import versions
 from .cells import Cell, keep, resolved
 from .config import UnlearnGrid
+from .grid_data import data_identity, data_ref, data_slug, grid_recipe
 from .requests import exclusive, request_for
 from .tuning import TuningResult, study_name, tune_method, tuning_job
 
@@ -58,15 +60,16 @@ class UnlearnCells:
     """Runs scenario-A cells; trains each original once (cached on disk under ``work``)."""
 
     work: Path
-    data: Callable[[str, str], DatasetSplits]  # (dataset, size) -> splits, loaded once per bench
+    data: Callable[[DatasetRef], DatasetSplits]  # the grid's data -> its splits, loaded once per bench
     originals: dict[str, tuple[MultimodalModel, float]] = field(default_factory=dict)
+    data_dir: str | os.PathLike[str] | None = None  # where the originals' training loads the data from
 
     def original(self, grid: UnlearnGrid, seed: int) -> tuple[MultimodalModel, float]:
         """The original model of (dataset, size, seed, recipe overrides) and its training seconds.
 
         The seconds are those of every epoch, however many times the training was killed and resumed.
         """
-        recipe = recipe_for(grid.dataset, grid.model)
+        recipe = grid_recipe(grid, grid.model)
         folder = self.work / "models" / self.shared_key(grid, seed)
         if folder.name not in self.originals:
             timing = folder / "bench-timing.json"
@@ -74,13 +77,17 @@ class UnlearnCells:
             # cell on another worker: whoever comes second waits here, then loads what the first saved
             with exclusive(self.work / "locks" / f"{folder.name}.lock"):  # not in models/: one entry per model
                 if not timing.is_file() or not read_manifest(folder).get("metrics"):
+                    ref = data_ref(grid)
                     result, _ = train_on_dataset(
-                        grid.dataset,
+                        ref.name,
                         folder,
-                        size=grid.size,
+                        size=ref.size,
                         seed=seed,
+                        data_seed=ref.seed,
+                        data_dir=self.data_dir,
                         overrides=dict(grid.train),
                         progress=False,
+                        layout=ref.layout,
                         model=grid.model,
                     )
                     # the whole training time, across resumes (from the checkpoint), not only this process's epochs
@@ -93,11 +100,14 @@ class UnlearnCells:
 
     @staticmethod
     def shared_key(grid: UnlearnGrid, seed: int) -> str:
-        """The name of the original's folder: what the cells of (dataset, size, seed, recipe) share."""
-        recipe = recipe_for(grid.dataset, grid.model)
+        """The name of the original's folder: what the cells of (dataset, size, seed, recipe) share; on disk
+        the data's fingerprint is in the tag too, so changed files train a new original."""
+        recipe = grid_recipe(grid, grid.model)
         identity = [grid.train_config().replace(seed=seed).identity(), recipe.model, dict(recipe.model_config)]
+        if grid.layout is not None:
+            identity.append(data_identity(grid))
         tag = sha256_bytes(canonical_json(identity).encode())[:8]
-        return f"{grid.dataset}-{grid.size}-seed{seed}-{tag}"
+        return f"{data_slug(grid)}-seed{seed}-{tag}"
 
     def shared(self, cell: Cell) -> str:
         """What ``cell`` shares with other cells, computed by the first that runs: its original, or for a
@@ -115,13 +125,13 @@ class UnlearnCells:
         original, a validation request and the validation split's halves (never the test split)."""
 
         model, _ = self.original(grid, grid.seeds[0])
-        return tune_method(tuning_job(grid, method, self.data(grid.dataset, grid.size), model, self.work))
+        return tune_method(tuning_job(grid, method, self.data(data_ref(grid)), model, self.work))
 
     def run(self, cell: Cell) -> RunRecord:
         """One cell: the original's figures, or one method's unlearning of the cell's request."""
         grid = cell.grid
         assert isinstance(grid, UnlearnGrid) and cell.request is not None
-        splits = self.data(grid.dataset, grid.size)
+        splits = self.data(data_ref(grid))
         model, train_seconds = self.original(grid, cell.seed)
         req = request_for(cell.request, splits, cell.seed, grid.fraction)
         tuning: TuningResult | None = None

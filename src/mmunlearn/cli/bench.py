@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 from ..benchmarking.config import BenchConfig, load_config
+from ..benchmarking.grid_data import data_ref
 from ..benchmarking.runner import run_bench
-from ..data.store import cache_path, default_data_dir
+from ..data.store import default_data_dir
 from ..errors import ConfigError
 from ..outputs import check_cache, check_file, check_folder
 from ..records.aggregate import Table, aggregate
@@ -46,9 +47,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = select_grids(load_config(args.config), args.grid)
     root = check_folder(args.work or Path("runs/bench") / config.name, "--work")
     store = ResultStore(check_file(args.store or root / "results.jsonl", "--store"))
-    check_cache(
-        default_data_dir(args.data_dir), [cache_path(g.dataset, g.size, 0, args.data_dir) for g in config.grids]
-    )
+    check_cache(default_data_dir(args.data_dir), [data_ref(g).cache_root(args.data_dir) for g in config.grids])
     if args.threads is not None:
         configure_threads(args.threads)
     outcome = run_bench(

@@ -209,7 +209,7 @@ def time_vs_gap(table: Table, original_gap: float | None = None) -> bytes:
         _log_axes(ax, use_ratio)  # methods differ by orders of magnitude in both; linear axes pile them up
     ax.set_xlabel(f"seconds / {ref}'s seconds (share of {ref}'s time)" if use_ratio else "seconds")
     ax.set_ylabel(f"gap to {ref} (mean |Δ| over headline metrics)")
-    ax.set_title(f"cost vs gap to {ref} · {table.dataset} ({table.size}) · {table.setting} · lower-left wins",
+    ax.set_title(f"cost vs gap to {ref} · {table.data_title} · {table.setting} · lower-left wins",
                  fontsize=10)  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), title=f"1 = closest to {ref}",
@@ -273,7 +273,7 @@ def recall_vs_defence(tables: Sequence[Table], column: Column = ("i2t_r1", "test
         ax.axhline(chance, color="gray", linestyle=":", label="chance")
     ax.set_xticks(range(len(settings)), settings, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(f"victim {column[0]} on clean {column[1]} pairs (lower = stronger protection)")
-    ax.set_title(f"protection vs victim and defence · {tables[0].dataset} ({tables[0].size})", fontsize=10)
+    ax.set_title(f"protection vs victim and defence · {tables[0].data_title}", fontsize=10)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
