@@ -59,3 +59,25 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys):
     with store.locked():
         code, _, err = run(capsys, "bench", write_config(tmp_path, ONE_CELL_YAML), "--store", store.path)
     assert code == 2 and "another bench is writing" in err
+
+
+def test_seed_runs_one_seed_of_the_grid_and_a_later_run_completes_it(tmp_path, capsys, data_cache):
+    cfg = write_config(tmp_path, ONE_CELL_YAML.replace("size: small", "size: small\n    seeds: [0, 1]"))
+    args = [
+        "bench",
+        cfg,
+        "--store",
+        tmp_path / "s.jsonl",
+        "--work",
+        tmp_path / "w",
+        "--data-dir",
+        data_cache,
+        "--quiet",
+    ]
+    code, out, _ = run(capsys, *args, "--seed", "1", "--json")
+    assert code == 0 and json.loads(out)["ran"] == 3  # original, retrain, finetune of seed 1
+    assert {r.seed for r in ResultStore(tmp_path / "s.jsonl").read()} == {1}
+    code, out, _ = run(capsys, *args, "--json")
+    assert code == 0 and (json.loads(out)["ran"], json.loads(out)["skipped"]) == (3, 3)  # same keys: seed 0 only
+    code, _, err = run(capsys, *args, "--seed", "5")
+    assert code == 2 and "--seed [5]: no grid of" in err and "its seeds are [0, 1]" in err

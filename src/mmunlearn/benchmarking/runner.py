@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def run_bench(
     workers: int = 0,
     ray_address: str | None = None,
     threads: int = 1,
+    seeds: Collection[int] | None = None,
 ) -> BenchOutcome:
     """Run every cell of ``config`` not yet in ``store``; append one record per cell as it finishes.
 
@@ -70,6 +72,8 @@ def run_bench(
             (`mmunlearn.benchmarking.parallel`).
         ray_address: join this Ray cluster instead of starting a local instance (with ``workers``).
         threads: torch threads of each Ray worker (with ``workers``).
+        seeds: run only the cells of these seeds (None: every seed); the cells and their keys are those of
+            the whole config, so a later run of the other seeds completes the same grids.
 
     Returns:
         How many cells ran, were skipped and failed.
@@ -85,7 +89,7 @@ def run_bench(
         import_ray()  # before any work: without Ray, say how to install it
     with store.locked():
         done = latest_by_cell(store.read())
-        cells = bench_cells(config)
+        cells = [c for c in bench_cells(config) if seeds is None or c.seed in seeds]
         todo = [
             c for c in cells if c.key not in done or (retry_failed and done[c.key].extras.get("status") == "failed")
         ]

@@ -43,6 +43,19 @@ def select_grids(config: BenchConfig, indices: list[int] | None) -> BenchConfig:
     return dataclasses.replace(config, grids=tuple(config.grids[i] for i in indices))
 
 
+def check_seeds(config: BenchConfig, seeds: list[int] | None) -> list[int] | None:
+    """``--seed`` values, each a seed of some grid of ``config`` (None: every seed).
+
+    Raises:
+        ConfigError: a seed no grid has.
+    """
+    known = sorted({s for g in config.grids for s in g.seeds})
+    bad = sorted(set(seeds or ()) - set(known))
+    if bad:
+        raise ConfigError(f"--seed {bad}: no grid of {config.source or config.name} has it; its seeds are {known}")
+    return seeds
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     config = select_grids(load_config(args.config), args.grid)
     root = check_folder(args.work or Path("runs/bench") / config.name, "--work")
@@ -53,6 +66,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     outcome = run_bench(
         config, store, root, data_dir=args.data_dir, retry_failed=args.retry_failed, progress=not args.quiet,
         command=command_line(args), workers=args.workers, ray_address=args.ray_address, threads=args.threads or 1,
+        seeds=check_seeds(config, args.seed),
     )  # fmt: skip
     summary = {
         "store": str(outcome.store),
@@ -101,6 +115,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", default=None, help="results file (default: runs/bench/<name>/results.jsonl)")
     p.add_argument("--work", default=None, help="folder for shared models and protections (default: runs/bench/<name>)")
     p.add_argument("--grid", type=int, action="append", help="run only this grid of the config (from 0; repeatable)")
+    p.add_argument(
+        "--seed", type=int, action="append", help="run only the cells of this seed (repeatable; e.g. seed 0 first)"
+    )
     p.add_argument("--retry-failed", action="store_true", help="run the cells that failed before again")
     p.add_argument(
         "--threads",
