@@ -17,7 +17,7 @@ def test_list_json(capsys):
     code, out, _ = run(capsys, "list", "--json")
     regs = json.loads(out)
     assert code == 0
-    assert regs["datasets"] == ["av-digits", "av-digits-video", "emoji-captions", "shapes-captions"]
+    assert regs["datasets"] == ["av-digits", "av-digits-video", "emoji-captions", "scenes-captions", "shapes-captions"]
     assert regs["models"] == ["captioner", "dual-encoder", "hf-dual-encoder", "multimodal-classifier"]
     assert "ccu" in regs["unlearners"] and "retrain" in regs["unlearners"]
     assert "mem" in regs["protectors"] and "clean" in regs["protectors"]
@@ -34,7 +34,7 @@ def test_list_json(capsys):
     assert methods["mem"]["model_kinds"] == ["dual-encoder"] and methods["mem"]["stage"] == "data-side"
     assert set(methods) == set(regs["unlearners"]) | set(regs["protectors"])
     code, out, _ = run(capsys, "list")
-    assert "datasets: av-digits, av-digits-video, emoji-captions, shapes-captions" in out
+    assert "datasets: av-digits, av-digits-video, emoji-captions, scenes-captions, shapes-captions" in out
     assert "layouts: av-csv, av-frames, coco, csv, imagefolder, karpathy" in out
 
 
@@ -110,11 +110,11 @@ def test_data_build(capsys):
     [
         (
             ["train", "--dataset", "mnist", "--out", "x"],
-            "unknown dataset 'mnist'; known datasets: av-digits, av-digits-video, emoji-captions, shapes-captions",
+            "unknown dataset 'mnist'; known datasets: av-digits, av-digits-video, emoji-captions, scenes-captions, shapes-captions",
         ),
         (
             ["data", "build", "nope"],
-            "unknown dataset 'nope'; known datasets: av-digits, av-digits-video, emoji-captions, shapes-captions",
+            "unknown dataset 'nope'; known datasets: av-digits, av-digits-video, emoji-captions, scenes-captions, shapes-captions",
         ),
         (["train", "--dataset", "av-digits", "--out", "x", "--epochs", "-1"], "epochs must be >= 0, got -1"),
         (["eval", "--model", "/nonexistent"], "/nonexistent is not a checkpoint: manifest.json not found"),
@@ -356,5 +356,5 @@ def test_data_ids_bad_name(capsys):
     assert code == 2
     assert (
         err.strip()
-        == "error: unknown dataset 'nope'; known datasets: av-digits, av-digits-video, emoji-captions, shapes-captions"
+        == "error: unknown dataset 'nope'; known datasets: av-digits, av-digits-video, emoji-captions, scenes-captions, shapes-captions"
     )

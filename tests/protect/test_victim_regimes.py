@@ -53,7 +53,7 @@ def test_regime_validation():
     with pytest.raises(ConfigError, match="lr"):
         VictimConfig(lr=0.0)
     assert VictimConfig(regime="finetune", image_encoder="resnet").image_encoder == "resnet"
-    assert pretrain_set("shapes-captions", None) == "emoji-captions"
+    assert pretrain_set("shapes-captions", None) == "scenes-captions"
     assert pretrain_set("scenes-captions", None) == "shapes-captions"
     with pytest.raises(ConfigError, match="another caption set"):
         pretrain_set("shapes-captions", "shapes-captions")
@@ -101,7 +101,7 @@ def test_finetune_records_the_transferred_models_zero_shot_figures(shapes_small,
     pretrained = new_model(small(emoji_small), 7)
     assert isinstance(pretrained, DualEncoder)
     kept = {k: v.clone() for k, v in pretrained.state_dict().items()}
-    config = VictimConfig(regime="finetune", epochs=1, progress=False)
+    config = VictimConfig(regime="finetune", pretrain="emoji-captions", epochs=1, progress=False)
     result = train_victim(splits, None, config, pretrained=pretrained)
     fresh = new_model(splits, 1)
     assert isinstance(fresh, DualEncoder)
@@ -169,7 +169,7 @@ def test_bench_trains_one_pretrained_model_for_every_protector(tmp_path, shapes_
 
     monkeypatch.setattr(protect_cell.victim_models, "pretrain_model", counted)
     grid = ProtectGrid(protectors=("clean", "random_noise"), victim_epochs=1,
-                       victims=({"regime": "finetune", "pretrain_epochs": 1},))  # fmt: skip
+                       victims=({"regime": "finetune", "pretrain": "emoji-captions", "pretrain_epochs": 1},))  # fmt: skip
     cells = grid_cells(grid)
     assert len(cells) == 2
     runner = ProtectCells(tmp_path, lambda ref: sets[ref.name])

@@ -4,6 +4,7 @@ from . import (  # noqa: F401  (importing registers the builders)
     av_digits,
     av_digits_video,
     emoji_captions,
+    scenes_captions,
     shapes_captions,
 )
 from .builder import DATASETS, SIZES, SPLITS, BuiltData, DatasetBuilder

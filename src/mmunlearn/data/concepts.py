@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import DataError
-from . import emoji_captions, shapes_captions
+from . import emoji_captions, scenes_captions, shapes_captions
 from .core import MultimodalDataset
 
 
@@ -45,12 +45,19 @@ def _shapes(caption: str) -> tuple[str, ...]:
     return tuple(p.split(" ", 1)[1] if p.startswith(("a ", "an ")) else p for p in parts)
 
 
+def _scenes(caption: str) -> tuple[str, ...]:
+    """``"a large dotted white triangle at the top and a small plain red star at the centre"`` ->
+    ``("white triangle", "red star")``: each object's colour and shape (size, texture and place set aside)."""
+    return tuple(" ".join(phrase.split()[3:5]) for phrase in caption.split(" and "))
+
+
 def _article(concept: str) -> str:
     return f"{'an' if concept[:1] in 'aeiou' else 'a'} {concept}"
 
 
 CONCEPTS: dict[str, ConceptSpace] = {
     shapes_captions.NAME: ConceptSpace(_shapes, _article),
+    scenes_captions.NAME: ConceptSpace(_scenes, _article),
     emoji_captions.NAME: ConceptSpace(
         lambda c: tuple(_split_relation(c, emoji_captions.RELATIONS)), lambda concept: concept
     ),
