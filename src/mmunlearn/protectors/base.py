@@ -29,6 +29,7 @@ from ..models.protocols import DualEncoderModel, require
 from ..optim import check_lr
 from ..registry import Registry
 from ..runtime import seeded
+from .grouping import check_group_count
 from .minmin import checkpointing
 from .protected import FIRST_WORD_ID, ProtectedDataset, dataset_source, noise_units, quantize_noise, trigger_budget
 
@@ -51,6 +52,11 @@ def _check_epsilon(value: Any) -> None:
         )
     if noise_units(float(value)) < 1:
         raise ConfigError(f"epsilon {value!r} is below 1/255: noise is stored in steps of 1/255, so it would be zero")
+
+
+def _check_groups(value: Any) -> None:
+    if value is not None:
+        _positive_int("groups", value, 1)
 
 
 def _check_positive_float(name: str, value: Any) -> None:
@@ -92,6 +98,8 @@ class ProtectConfig:
                 _positive_int(name, values[name], minimum)
         if "epsilon" in values:
             _check_epsilon(values["epsilon"])
+        if "groups" in values:
+            _check_groups(values["groups"])  # None (sample-wise) or >= 1; the upper bound needs the data
         for name in ("step", "lr"):
             if name in values:
                 _check_positive_float(name, values[name])
@@ -172,7 +180,7 @@ class Protector:
         Raises:
             DataError: the dataset lacks a modality, is too small, has values out of range, or its
                 captions have no room for the trigger.
-            ConfigError: a surrogate that does not fit the dataset.
+            ConfigError: a surrogate that does not fit the dataset, or ``groups`` above its number of images.
             CheckpointError: ``work_dir`` holds something other than this kind of work, or a damaged state.
         """
         self.validate(dataset, surrogate)
@@ -208,7 +216,8 @@ class Protector:
         """Check the dataset (and surrogate) before any work starts.
 
         Raises:
-            DataError / ConfigError: see `protect`.
+            DataError / ConfigError: see `protect`; also ConfigError when a grouped protector's ``groups``
+                exceeds the number of distinct images.
         """
         missing = [m for m in self.supported_data if m not in dataset.inputs]
         if missing:
@@ -225,6 +234,7 @@ class Protector:
         if text.dtype != torch.int64 or text.dim() != 2:
             raise DataError(f"text must be int64 (N, L) token ids, got {text.dtype} {tuple(text.shape)}")
         self._validate_trigger_room(dataset)
+        check_group_count(getattr(self.config, "groups", None), dataset)
         if surrogate is not None:
             self._validate_surrogate(dataset, surrogate)
 

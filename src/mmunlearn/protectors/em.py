@@ -15,7 +15,7 @@ from ..data.core import MultimodalDataset
 from ..errors import ConfigError
 from ..models import DualEncoder
 from .base import PROTECTORS, Generated, ProtectConfig, Protector, vocab_size
-from .minmin import run_min_min, settings_from
+from .minmin import grouping_stats, run_min_min, settings_from
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,11 @@ class EMConfig(ProtectConfig):
         lr: surrogate learning rate (see `MEMConfig.lr`).
         stop_accuracy: stop once the surrogate's in-batch retrieval accuracy on the perturbed pairs
             reaches this [EM: training accuracy > 99%]; None = run every outer iteration.
+        groups: None = sample-wise (one per pair; per image when an image has several captions);
+            k = one noise per group of a k-means partition of the images into k groups (L2-normalised
+            image embeddings of the surrogate before training; Unlearnable Clusters, arXiv 2301.01217; the
+            MEM code's class-wise variant draws the groups at random instead). At most the number of
+            distinct images (checked at `protect`). See docs/methods/mem.md, "Grouped protection".
         seed: surrogate initialisation and data order.
         progress: progress bar.
     """
@@ -44,6 +49,7 @@ class EMConfig(ProtectConfig):
     batch_size: int = 128
     lr: float = 2e-3
     stop_accuracy: float | None = 0.99
+    groups: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -65,4 +71,5 @@ class EM(Protector):
         """Run the min-min loop with noise only."""
         settings = settings_from(self.config)
         state = run_min_min(dataset, surrogate, settings, vocab_size(dataset), desc=self.name)  # type: ignore[arg-type]
-        return Generated(state.noise.float() / 255, None, {"history": state.history})  # type: ignore[union-attr]
+        stats = {"history": state.history, **grouping_stats(self.config, state)}
+        return Generated(state.noise.float() / 255, None, stats)  # type: ignore[union-attr]

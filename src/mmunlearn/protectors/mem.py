@@ -16,7 +16,7 @@ from typing import ClassVar
 from ..data.core import MultimodalDataset
 from ..models import DualEncoder
 from .base import PROTECTORS, Generated, ProtectConfig, Protector, vocab_size
-from .minmin import run_min_min, settings_from
+from .minmin import grouping_stats, run_min_min, settings_from
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,11 @@ class MEMConfig(ProtectConfig):
         lr: surrogate AdamW learning rate, constant [1e-4 for RN50 in the code; a tiny model from
             scratch needs more: 2e-3 is the caption recipes' peak].
         shuffle_captions: permute caption bodies at every PGD step [yes, paper and code].
+        groups: None = sample-wise (one per pair; per image when an image has several captions);
+            k = one noise and one trigger per group of a k-means partition of the images into k groups (L2-normalised
+            image embeddings of the surrogate before training; Unlearnable Clusters, arXiv 2301.01217; the
+            MEM code's class-wise variant draws the groups at random instead). At most the number of
+            distinct images (checked at `protect`). See docs/methods/mem.md, "Grouped protection".
         seed: surrogate initialisation and every random draw.
         progress: progress bar.
     """
@@ -51,6 +56,7 @@ class MEMConfig(ProtectConfig):
     batch_size: int = 128
     lr: float = 2e-3
     shuffle_captions: bool = True
+    groups: int | None = None
 
 
 @PROTECTORS.register("mem")
@@ -70,4 +76,5 @@ class MEM(Protector):
         """Run the min-min loop (see `mmunlearn.protectors.minmin`)."""
         settings = settings_from(self.config)
         state = run_min_min(dataset, surrogate, settings, vocab_size(dataset), desc=self.name)  # type: ignore[arg-type]
-        return Generated(state.noise.float() / 255, state.triggers, {"history": state.history})  # type: ignore[union-attr]
+        stats = {"history": state.history, **grouping_stats(self.config, state)}
+        return Generated(state.noise.float() / 255, state.triggers, stats)  # type: ignore[union-attr]

@@ -42,7 +42,7 @@ from ..models import DualEncoder, clip_loss
 from ..optim import divergence_hint, load_optimizer_tensors, optimizer_step, optimizer_tensors, weights_finite
 from ..runtime import progress
 from ..train import WorkFolder, global_rng_tensors, restore_global_rng
-from .grouping import image_leaders, tie_batch_first, tie_batch_mean, tie_to_leaders
+from .grouping import group_stats, row_leaders, tie_batch_first, tie_batch_mean, tie_to_leaders
 from .protected import FIRST_WORD_ID, add_noise, caption_lengths, noise_units, prepend_triggers
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,9 @@ class MinMinSettings:
         shuffle_captions: permute caption bodies within the batch at every PGD step (triggers stay).
         stop_accuracy: stop after an outer iteration whose surrogate in-batch retrieval accuracy on the
             protected pairs reaches this (None = never stop early).
+        groups: None = one noise/trigger per image (per pair when each image has one caption); k = one
+            per k-means group of images (`mmunlearn.protectors.grouping.group_leaders`, on the surrogate
+            as passed to `run_min_min`, before any training step).
         seed: seeds the trigger initialisation, the data order and the shuffles.
         progress: progress bar.
     """
@@ -84,6 +87,7 @@ class MinMinSettings:
     lr: float = 1e-3
     shuffle_captions: bool = False
     stop_accuracy: float | None = None
+    groups: int | None = None
     seed: int = 0
     progress: bool = True
 
@@ -107,11 +111,21 @@ class MinMinState:
         noise: int16 (N, C, H, W) in units of 1/255, or None.
         triggers: int64 (N, k), or None.
         history: per outer iteration figures.
+        leaders: the rows sharing a noise and trigger (`mmunlearn.protectors.grouping`): ``leaders[i]``
+            is the first row of row i's group; None = every row on its own.
     """
 
     noise: Tensor | None
     triggers: Tensor | None
     history: list[dict[str, float]] = field(default_factory=list)
+    leaders: Tensor | None = None
+
+
+def grouping_stats(config: object, state: MinMinState) -> dict[str, Any]:
+    """``{"groups": group_stats(...)}`` for a grouped run (config ``groups`` set), else nothing (stats unchanged)."""
+    if getattr(config, "groups", None) is None or state.leaders is None:
+        return {}
+    return {"groups": group_stats(state.leaders)}
 
 
 # -- small pieces -----------------------------------------------------------------------------------
@@ -407,15 +421,21 @@ def hotflip(model: DualEncoder, images: Tensor, captions: Tensor, triggers: Tens
 
 
 # -- the loop ---------------------------------------------------------------------------------------
-def init_state(dataset: MultimodalDataset, settings: MinMinSettings, vocab: int, gen: torch.Generator) -> MinMinState:
-    """Zero noise (as in the paper) and uniformly random real-word triggers (one per image: `image_leaders`)."""
+def init_state(
+    dataset: MultimodalDataset, settings: MinMinSettings, vocab: int, gen: torch.Generator, leaders: Tensor | None
+) -> MinMinState:
+    """Zero noise (as in the paper) and uniformly random real-word triggers, one per group of ``leaders``.
+
+    The trigger of a group is the one drawn for its first row (`tie_to_leaders`), so the draws are those
+    of the sample-wise run whatever the grouping.
+    """
     n = len(dataset)
     noise = torch.zeros(dataset.inputs["image"].shape, dtype=torch.int16) if settings.epsilon is not None else None
     triggers = None
     if settings.trigger_len:
         drawn = torch.randint(FIRST_WORD_ID, vocab, (n, settings.trigger_len), generator=gen)
-        triggers = tie_to_leaders(drawn, image_leaders(dataset))
-    return MinMinState(noise, triggers)
+        triggers = tie_to_leaders(drawn, leaders)
+    return MinMinState(noise, triggers, leaders=leaders)
 
 
 _WORK_DIR: ContextVar[Path | None] = ContextVar("mmunlearn_minmin_work_dir", default=None)
@@ -464,7 +484,8 @@ def run_min_min(
     folder = Path(work_dir) if work_dir is not None else _WORK_DIR.get()
     work = None if folder is None else WorkFolder(folder, "protect", _identity(dataset, model, settings, vocab))
     gen = torch.Generator().manual_seed(settings.seed)
-    state = init_state(dataset, settings, vocab, gen)
+    leaders = row_leaders(dataset, model, settings.groups, settings.seed)  # before any training or resume
+    state = init_state(dataset, settings, vocab, gen, leaders)
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
     stream = BatchStream(len(dataset), settings.batch_size, gen)
     start, stopped = _resume(work, model, opt, state, stream)
@@ -500,7 +521,7 @@ def _outer_iteration(
     train_loss = surrogate_steps(model, opt, dataset, state, stream, settings.surrogate_steps)
     bar.update(settings.surrogate_steps)
     flip = it < settings.trigger_iters
-    figures = inner_pass(dataset, model, state, settings, flip, vocab, stream.gen, bar, leaders=image_leaders(dataset))
+    figures = inner_pass(dataset, model, state, settings, flip, vocab, stream.gen, bar, leaders=state.leaders)
     state.history.append({"iter": it + 1, "surrogate_loss": train_loss, **figures})
     bar.set_postfix(loss=f"{figures['loss']:.3f}", acc=f"{figures['accuracy']:.2f}")
     log.info("%s iteration %d: %s", desc, it + 1, state.history[-1])
@@ -514,6 +535,8 @@ def _identity(dataset: MultimodalDataset, model: DualEncoder, settings: MinMinSe
     """What decides a min-min run's result (a work folder resumes only the same run)."""
     config = dataclasses.asdict(settings)
     config.pop("progress")
+    if config["groups"] is None:  # sample-wise runs keep the identity they had before grouping existed
+        config.pop("groups")
     return {"settings": config, "data": data_fingerprint(dataset), "vocab": vocab, "surrogate": state_sha256(model)}
 
 
@@ -565,9 +588,10 @@ def inner_pass(
 ) -> dict[str, float]:
     """One pass over the data: HotFlip (when ``flip``) then PGD on every batch.
 
-    With ``leaders`` (`mmunlearn.protectors.grouping.image_leaders`) the captions of one image share one
-    noise (the mean of their PGD updates in the batch) and one trigger (that of the image's first caption
-    in the batch), written to every caption of the image.
+    With ``leaders`` (`mmunlearn.protectors.grouping.row_leaders`) the rows of one group (the captions of
+    one image, or a k-means group of images) share one noise (the mean of their PGD updates in the batch)
+    and one trigger (that of the group's first row in the batch), written to every row of the group,
+    including the rows outside the batch.
 
     Returns:
         The surrogate's mean batch loss and in-batch accuracy on the updated protected pairs; with noise
@@ -630,6 +654,7 @@ __all__ = [
     "batch_figures",
     "checkpointing",
     "cover_batches",
+    "grouping_stats",
     "hotflip",
     "hotflip_candidates",
     "hotflip_position",

@@ -15,7 +15,7 @@ import torch
 from ..data.core import MultimodalDataset
 from ..models import DualEncoder
 from .base import PROTECTORS, Generated, ProtectConfig, Protector, vocab_size
-from .grouping import image_leaders, tie_to_leaders
+from .grouping import group_stats, row_leaders, tie_to_leaders
 from .protected import FIRST_WORD_ID
 
 
@@ -25,18 +25,24 @@ class RandomTriggerConfig(ProtectConfig):
 
     Attributes:
         trigger_len: tokens per trigger [3, as MEM-3].
-        seed: seeds the tokens.
+        groups: None = one trigger per image (per pair with one caption per image); k = one trigger per
+            group of a k-means partition of the images into k groups, formed as the min-min protectors
+            form them, on the fresh surrogate of ``seed`` (the same groups as a grouped mem/em/trigger_only
+            run of that seed without a passed surrogate): the fair control for grouped MEM.
+        seed: seeds the tokens (and the surrogate that forms the groups).
         progress: unused (generation is instant).
     """
 
     trigger_len: int = 3
+    groups: int | None = None
 
 
 @PROTECTORS.register("random_trigger")
 class RandomTrigger(Protector):
     """Per-image triggers drawn uniformly from the real words (never [PAD] or [UNK]).
 
-    Captions of one image (``groups["image"]``) share the trigger drawn for the image's first caption.
+    Captions of one image (``groups["image"]``) share the trigger drawn for the image's first caption; with
+    ``groups=k`` every row of a k-means group shares the trigger drawn for the group's first row.
     """
 
     name: ClassVar[str] = "random_trigger"
@@ -49,4 +55,8 @@ class RandomTrigger(Protector):
         gen = torch.Generator().manual_seed(self.config.seed)
         k = self.config.trigger_len  # type: ignore[attr-defined]
         drawn = torch.randint(FIRST_WORD_ID, vocab_size(dataset), (len(dataset), k), generator=gen)
-        return Generated(None, tie_to_leaders(drawn, image_leaders(dataset)))
+        groups = self.config.groups  # type: ignore[attr-defined]
+        model = self.surrogate_for(dataset, None) if groups is not None else None
+        leaders = row_leaders(dataset, model, groups, self.config.seed)
+        stats = {} if groups is None else {"groups": group_stats(leaders)}  # type: ignore[arg-type]
+        return Generated(None, tie_to_leaders(drawn, leaders), stats)

@@ -12,7 +12,7 @@ from typing import ClassVar
 from ..data.core import MultimodalDataset
 from ..models import DualEncoder
 from .base import PROTECTORS, Generated, ProtectConfig, Protector, vocab_size
-from .minmin import run_min_min, settings_from
+from .minmin import grouping_stats, run_min_min, settings_from
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,11 @@ class TriggerOnlyConfig(ProtectConfig):
         trigger_iters: HotFlip in the first this many outer iterations (default: all of them).
         batch_size: pairs per batch.
         lr: surrogate learning rate.
+        groups: None = sample-wise (one per pair; per image when an image has several captions);
+            k = one trigger per group of a k-means partition of the images into k groups (L2-normalised
+            image embeddings of the surrogate before training; Unlearnable Clusters, arXiv 2301.01217; the
+            MEM code's class-wise variant draws the groups at random instead). At most the number of
+            distinct images (checked at `protect`). See docs/methods/mem.md, "Grouped protection".
         seed: surrogate initialisation, trigger initialisation and data order.
         progress: progress bar.
     """
@@ -38,6 +43,7 @@ class TriggerOnlyConfig(ProtectConfig):
     trigger_iters: int = 6
     batch_size: int = 128
     lr: float = 2e-3
+    groups: int | None = None
 
 
 @PROTECTORS.register("trigger_only")
@@ -54,4 +60,4 @@ class TriggerOnly(Protector):
         """Run the min-min loop with triggers only."""
         settings = settings_from(self.config, epsilon=None)
         state = run_min_min(dataset, surrogate, settings, vocab_size(dataset), desc=self.name)  # type: ignore[arg-type]
-        return Generated(None, state.triggers, {"history": state.history})
+        return Generated(None, state.triggers, {"history": state.history, **grouping_stats(self.config, state)})
