@@ -183,3 +183,19 @@ def test_bench_trains_one_pretrained_model_for_every_protector(tmp_path, shapes_
         assert record.config["victim"]["pretrain"] == "emoji-captions" and record.extras["pretrain_seconds"] > 0
     zero = [{m.name: m.value for m in r.metrics if m.name.startswith("zero_shot")} for r in records]
     assert zero[0] == zero[1]  # the same pretrained model met both protections (clean test split)
+
+
+def test_a_clip_model_is_mems_surrogate_and_its_victim(shapes_small):
+    """Scenario B end to end with transformers' CLIPModel on both sides (MEM's from-scratch setting)."""
+    splits = small(shapes_small, 32)
+    surrogate = hf_clip_model(splits, 0)
+    before = {k: v.clone() for k, v in surrogate.state_dict().items()}
+    mem = PROTECTORS.create("mem", outer_iters=1, surrogate_steps=2, pgd_steps=1, trigger_iters=1, batch_size=16,
+                            hotflip_candidates=2, progress=False)  # fmt: skip
+    protected = mem.protect(splits.train, surrogate=surrogate)
+    assert all(torch.equal(v, before[k]) for k, v in surrogate.state_dict().items())  # crafted on a copy
+    noise = protected.noise.float()
+    assert 0 < float(noise.abs().max()) <= 8 and protected.triggers.shape == (len(splits.train), 3)
+    assert int(protected.triggers.min()) >= 2 and int(protected.triggers.max()) < len(splits.vocab)
+    victim = train_victim(splits, protected, VictimConfig(seed=1, regime="hf-clip", epochs=1, progress=False))
+    assert 0 <= victim.value("i2t_r1") <= 1 and victim.record().config["regime"] == "hf-clip"
