@@ -19,7 +19,7 @@ def protect(**grid):
     return {"name": "t", "grids": [{"scenario": "protect", "dataset": "shapes-captions", **grid}]}
 
 
-@pytest.mark.parametrize("name", ["quick", "full", "scenario_c_small"])
+@pytest.mark.parametrize("name", ["quick", "full", "scenario_c_small", "stages", "protection"])
 def test_shipped_configs_parse(name):
     config = load_config(CONFIGS / f"{name}.yaml")
     assert config.name == name
