@@ -33,6 +33,7 @@ from .models.protocols import DualEncoderModel
 from .protectors.defences import DEFENCES
 from .protectors.protected import ProtectedDataset
 from .recipes import Recipe, new_model, recipe_for_data
+from .records.scenarios import ZERO_SHOT
 from .results import MetricResult, RunRecord
 from .train import TrainConfig, train_model
 from .versions import versions
@@ -42,9 +43,6 @@ log = logging.getLogger(__name__)
 
 REGIMES = ("scratch", "finetune", "hf-clip")
 """How a victim's model starts: fresh recipe model, pretrained on another set, or a Hugging Face CLIPModel."""
-
-ZERO_SHOT = "zero_shot_"
-"""Prefix of a ``finetune`` victim's metrics of the transferred model before fine-tuning."""
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,6 @@ CLASSIFIER_REQUESTS = ("random", "identity")
 LAYOUT_REQUESTS = ("random",)
 """Request kinds on a dataset on disk: ``identity`` needs av-digits' fonts, ``concept`` a built-in concept
 space (`mmunlearn.data.concepts.CONCEPTS`) and ``group`` emoji-captions' groups, none of which a layout has."""
-"""Suffix of a tuned row's label: ``"finetune (tuned)"``."""
 TUNING_PROTOCOL_VERSION = 1
 """Bumped when the tuning protocol (objective, data it sees) changes: the studies and tuned cells are redone."""
 

@@ -13,17 +13,18 @@ import platform
 import random
 import traceback
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..data import DatasetRef, DatasetSplits
 from ..results import RunRecord
 from ..versions import versions
 from .cells import Cell
 from .grid_data import data_label, data_provenance
-from .loader import BenchData
 from .protect_cell import ProtectCells
 from .unlearn_cell import UnlearnCells
 
@@ -83,7 +84,11 @@ Runners = dict[str, Any]
 
 def make_runners(work: Path, data_dir: str | os.PathLike[str] | None) -> Runners:
     """The cell runner of each scenario, sharing one dataset loader (each dataset loaded once)."""
-    data = BenchData(data_dir)
+
+    @cache
+    def data(ref: DatasetRef) -> DatasetSplits:
+        return ref.load(data_dir)
+
     return {"unlearn": UnlearnCells(work, data, data_dir=data_dir), "protect": ProtectCells(work, data)}
 
 

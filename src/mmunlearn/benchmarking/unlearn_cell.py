@@ -123,7 +123,6 @@ class UnlearnCells:
     def tuning(self, grid: UnlearnGrid, method: str) -> TuningResult:
         """The study of ``method`` on ``grid`` (run, resumed, or read back): on the grid's first seed's
         original, a validation request and the validation split's halves (never the test split)."""
-
         model, _ = self.original(grid, grid.seeds[0])
         return tune_method(tuning_job(grid, method, self.data(data_ref(grid)), model, self.work))
 

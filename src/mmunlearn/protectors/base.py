@@ -29,7 +29,7 @@ from ..models.protocols import DualEncoderModel, require
 from ..optim import check_lr
 from ..registry import Registry
 from ..runtime import seeded
-from .grouping import check_group_count
+from .grouping import check_group_count, row_leaders
 from .minmin import checkpointing
 from .protected import FIRST_WORD_ID, ProtectedDataset, dataset_source, noise_units, quantize_noise, trigger_budget
 
@@ -263,6 +263,14 @@ class Protector:
             raise ConfigError("the surrogate's vocabulary differs from the dataset's")
         if c.text_len < dataset.inputs["text"].shape[1]:
             raise ConfigError(f"surrogate text_len {c.text_len} is shorter than the dataset's rows")
+
+    def control_leaders(self, dataset: MultimodalDataset) -> Tensor | None:
+        """The rows that share one random draw in a control protector: the captions of one image, or with
+        ``groups=k`` the k-means groups the min-min protectors form on the fresh surrogate of ``seed`` (so a
+        grouped control has the groups of the grouped run it controls for)."""
+        groups = getattr(self.config, "groups", None)
+        model = self.surrogate_for(dataset, None) if groups is not None else None
+        return row_leaders(dataset, model, groups, self.config.seed)
 
     # -- surrogate ----------------------------------------------------------------------------------
     def surrogate_for(self, dataset: MultimodalDataset, surrogate: DualEncoder | None) -> DualEncoder:

@@ -10,7 +10,7 @@ import torch
 from ..data.core import MultimodalDataset
 from ..models import DualEncoder
 from .base import PROTECTORS, Generated, ProtectConfig, Protector
-from .grouping import group_stats, row_leaders, tie_to_leaders
+from .grouping import group_stats, tie_to_leaders
 from .protected import noise_units
 
 
@@ -52,10 +52,8 @@ class RandomNoise(Protector):
         gen = torch.Generator().manual_seed(self.config.seed)
         images = dataset.inputs["image"]
         noise = torch.randint(-units, units + 1, images.shape, generator=gen).float() / 255
-        groups = self.config.groups  # type: ignore[attr-defined]
-        model = self.surrogate_for(dataset, None) if groups is not None else None
-        leaders = row_leaders(dataset, model, groups, self.config.seed)
+        leaders = self.control_leaders(dataset)
         noise = tie_to_leaders(noise, leaders)
-        if groups is None:
+        if self.config.groups is None:  # type: ignore[attr-defined]
             return Generated(((images + noise).clamp(0, 1) - images), None)
         return Generated(noise, None, {"groups": group_stats(leaders)})  # type: ignore[arg-type]

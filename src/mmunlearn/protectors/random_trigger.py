@@ -15,7 +15,7 @@ import torch
 from ..data.core import MultimodalDataset
 from ..models import DualEncoder
 from .base import PROTECTORS, Generated, ProtectConfig, Protector, vocab_size
-from .grouping import group_stats, row_leaders, tie_to_leaders
+from .grouping import group_stats, tie_to_leaders
 from .protected import FIRST_WORD_ID
 
 
@@ -55,8 +55,6 @@ class RandomTrigger(Protector):
         gen = torch.Generator().manual_seed(self.config.seed)
         k = self.config.trigger_len  # type: ignore[attr-defined]
         drawn = torch.randint(FIRST_WORD_ID, vocab_size(dataset), (len(dataset), k), generator=gen)
-        groups = self.config.groups  # type: ignore[attr-defined]
-        model = self.surrogate_for(dataset, None) if groups is not None else None
-        leaders = row_leaders(dataset, model, groups, self.config.seed)
-        stats = {} if groups is None else {"groups": group_stats(leaders)}  # type: ignore[arg-type]
+        leaders = self.control_leaders(dataset)
+        stats = {} if self.config.groups is None else {"groups": group_stats(leaders)}  # type: ignore[attr-defined,arg-type]
         return Generated(None, tie_to_leaders(drawn, leaders), stats)

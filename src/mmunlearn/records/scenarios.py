@@ -39,7 +39,9 @@ SCENARIO_A_METRICS = (
 
 # The clean-test retrieval figures of every scenario-B victim (names of `retrieval_recalls`).
 VICTIM_METRICS = ("i2t_r1", "t2i_r1", "i2t_r5", "t2i_r5", "i2t_r10", "t2i_r10", "mean_recall")
-ZERO_SHOT_METRICS = tuple(f"zero_shot_{m}" for m in VICTIM_METRICS)
+ZERO_SHOT = "zero_shot_"
+"""Prefix of a ``finetune`` victim's metrics of its pretrained model before fine-tuning."""
+ZERO_SHOT_METRICS = tuple(ZERO_SHOT + m for m in VICTIM_METRICS)
 """A ``finetune`` victim's pretrained model on the same clean test pairs before fine-tuning (its reference)."""
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..records.aggregate import Column, Table
-from ..records.scenarios import VICTIM_METRICS
+from ..records.scenarios import VICTIM_METRICS, ZERO_SHOT_METRICS
 from ..records.summary import reference_label
 
 # metric name -> one-line meaning (the split it was measured on is described by SPLIT_MEANINGS)
@@ -76,9 +76,8 @@ METRIC_MEANINGS: dict[str, str] = {
 }
 
 METRIC_MEANINGS |= {
-    f"zero_shot_{m}": f"a finetune victim's pretrained model before fine-tuning (the zero-shot reference): "
-    f"{METRIC_MEANINGS[m]}"
-    for m in VICTIM_METRICS
+    name: f"a finetune victim's pretrained model before fine-tuning (the zero-shot reference): {METRIC_MEANINGS[m]}"
+    for m, name in zip(VICTIM_METRICS, ZERO_SHOT_METRICS, strict=True)
 }
 
 SPLIT_MEANINGS: dict[str, str] = {
