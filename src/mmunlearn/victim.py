@@ -63,6 +63,9 @@ class VictimConfig:
         pretrain: ``finetune`` only: the built-in caption set to pretrain on; None = the target's default
             (`mmunlearn.victim_models.PRETRAIN_SETS`).
         pretrain_epochs: ``finetune`` only: pretraining epochs; None = the pretraining set recipe's.
+        pretrain_data_seed: ``finetune`` only: the data seed the pretraining set is built at; None = 0. With
+            another seed than the target's, ``pretrain`` may be the target set itself (other pairs of the same
+            generator: a model pretrained on data like the target's).
         lr: peak learning rate; None = the regime's default: the recipe's (``scratch``, ``hf-clip``: the
             recipe's step trains the small ViT too, docs/victims.md), the recipe's x `FINETUNE_LR_SCALE`
             (``finetune``).
@@ -76,6 +79,7 @@ class VictimConfig:
     regime: str = "scratch"
     pretrain: str | None = None
     pretrain_epochs: int | None = None
+    pretrain_data_seed: int | None = None
     lr: float | None = None
 
     def __post_init__(self) -> None:
@@ -92,15 +96,30 @@ class VictimConfig:
     def _check_regime(self) -> None:
         if self.regime not in REGIMES:
             raise ConfigError(f"unknown victim regime {self.regime!r}; choose one of {', '.join(REGIMES)}")
-        if self.regime != "finetune" and (self.pretrain is not None or self.pretrain_epochs is not None):
-            raise ConfigError(f"pretrain and pretrain_epochs belong to the finetune regime, not {self.regime!r}")
+        pretraining = (self.pretrain, self.pretrain_epochs, self.pretrain_data_seed)
+        if self.regime != "finetune" and any(v is not None for v in pretraining):
+            raise ConfigError(
+                f"pretrain, pretrain_epochs and pretrain_data_seed belong to the finetune regime, not {self.regime!r}"
+            )
         if self.regime == "hf-clip" and self.image_encoder != "cnn":
             raise ConfigError(f"an hf-clip victim has a ViT image tower; image_encoder {self.image_encoder!r} is for "
                               "the scratch and finetune regimes")  # fmt: skip
         if self.pretrain_epochs is not None and self.pretrain_epochs < 1:
             raise ConfigError(f"pretrain_epochs must be >= 1, got {self.pretrain_epochs}")
+        if self.pretrain_data_seed is not None and self.pretrain_data_seed < 0:
+            raise ConfigError(f"pretrain_data_seed must be >= 0, got {self.pretrain_data_seed}")
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+
+
+    def pretraining_data(self, target: str, target_seed: int) -> tuple[str, int]:
+        """A ``finetune`` victim's pretraining set and its data seed, for the target set built at ``target_seed``.
+
+        Raises:
+            ConfigError: no default set for ``target``, or the target itself at its own data seed.
+        """
+        data_seed = self.pretrain_data_seed if self.pretrain_data_seed is not None else 0
+        return pretrain_set(target, self.pretrain, data_seed, target_seed), data_seed
 
 
 @dataclass
@@ -193,7 +212,8 @@ def pretrained_victim(
     splits: DatasetSplits, config: VictimConfig, seed: int, data_dir: str | os.PathLike[str] | None = None
 ) -> tuple[DualEncoder, float]:
     """A ``finetune`` victim's pretrained model (the pretraining set at the target's size) and its seconds."""
-    source = load_dataset(pretrain_set(splits.name, config.pretrain), splits.size, 0, data_dir)
+    name, data_seed = config.pretraining_data(splits.name, splits.seed)
+    source = load_dataset(name, splits.size, data_seed, data_dir)
     result = pretrain_model(source, seed, config.image_encoder, config.pretrain_epochs, progress=config.progress)
     assert isinstance(result.model, DualEncoder)
     return result.model, result.seconds
@@ -256,5 +276,5 @@ def train_victim(
     method = protected.method if protected is not None else "clean"
     log.info("victim (%s, %s, seed %d, %s) trained in %.1f s", method, config.regime, seed, config.defence,
              result.seconds)  # fmt: skip
-    source = pretrain_set(splits.name, config.pretrain) if config.regime == "finetune" else None
+    source = config.pretraining_data(splits.name, splits.seed)[0] if config.regime == "finetune" else None
     return VictimResult(result.model, metrics, result.seconds, seed, config, method, source, pretrain_seconds)

@@ -36,11 +36,15 @@ a few epochs; one tenth of the from-scratch peak is the usual fine-tuning step (
 docs/victims.md)."""
 
 
-def pretrain_set(target: str, chosen: str | None) -> str:
+def pretrain_set(target: str, chosen: str | None, data_seed: int | None = None, target_seed: int = 0) -> str:
     """The set to pretrain on: ``chosen``, or the default of ``target`` (`PRETRAIN_SETS`).
 
+    The target set itself is allowed only at another data seed (``data_seed`` != ``target_seed``): pairs drawn
+    from the same generator, none of them the target's (a model pretrained on data like the target's, as a
+    web-pretrained CLIP has seen images like Flickr8K's).
+
     Raises:
-        ConfigError: no default for ``target``, or ``chosen`` is the target itself.
+        ConfigError: no default for ``target``, or ``chosen`` is the target itself at the target's data seed.
     """
     if chosen is None:
         if target not in PRETRAIN_SETS:
@@ -48,8 +52,11 @@ def pretrain_set(target: str, chosen: str | None) -> str:
                 f"no default pretraining set for {target!r} (defaults exist for {sorted(PRETRAIN_SETS)}); set pretrain"
             )
         return PRETRAIN_SETS[target]
-    if chosen == target:
-        raise ConfigError(f"pretrain must be another caption set than the target {target!r}")
+    if chosen == target and (data_seed is None or data_seed == target_seed):
+        raise ConfigError(
+            f"pretraining on the target {target!r} itself needs pretrain_data_seed other than the target's data "
+            f"seed {target_seed} (the same pairs would be the target's)"
+        )
     return chosen
 
 

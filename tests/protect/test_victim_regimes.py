@@ -12,7 +12,7 @@ from mmunlearn.benchmarking import protect_cell
 from mmunlearn.benchmarking.cells import grid_cells
 from mmunlearn.benchmarking.config import ProtectGrid
 from mmunlearn.benchmarking.protect_cell import ProtectCells
-from mmunlearn.data import load_dataset
+from mmunlearn.data import DatasetRef, DatasetSplits, load_dataset
 from mmunlearn.errors import ConfigError
 from mmunlearn.evaluate import evaluate_dual_encoder
 from mmunlearn.models import DualEncoder, build_model
@@ -55,8 +55,20 @@ def test_regime_validation():
     assert VictimConfig(regime="finetune", image_encoder="resnet").image_encoder == "resnet"
     assert pretrain_set("shapes-captions", None) == "scenes-captions"
     assert pretrain_set("scenes-captions", None) == "shapes-captions"
-    with pytest.raises(ConfigError, match="another caption set"):
+    with pytest.raises(ConfigError, match="pretrain_data_seed"):
         pretrain_set("shapes-captions", "shapes-captions")
+    with pytest.raises(ConfigError, match="pretrain_data_seed"):
+        pretrain_set("shapes-captions", "shapes-captions", data_seed=2, target_seed=2)
+    assert pretrain_set("shapes-captions", "shapes-captions", data_seed=7, target_seed=0) == "shapes-captions"
+    with pytest.raises(ConfigError, match="finetune regime"):
+        VictimConfig(pretrain_data_seed=7)
+    with pytest.raises(ConfigError, match="pretrain_data_seed must be"):
+        VictimConfig(regime="finetune", pretrain_data_seed=-1)
+    same = VictimConfig(regime="finetune", pretrain="shapes-captions", pretrain_data_seed=7)
+    assert same.pretraining_data("shapes-captions", 0) == ("shapes-captions", 7)
+    assert VictimConfig(regime="finetune").pretraining_data("emoji-captions", 0) == ("shapes-captions", 0)
+    with pytest.raises(ConfigError, match="pretrain_data_seed"):
+        same.pretraining_data("shapes-captions", 7)
 
 
 def test_transfer_copies_exactly_the_shared_words_rows():
@@ -183,6 +195,25 @@ def test_bench_trains_one_pretrained_model_for_every_protector(tmp_path, shapes_
         assert record.config["victim"]["pretrain"] == "emoji-captions" and record.extras["pretrain_seconds"] > 0
     zero = [{m.name: m.value for m in r.metrics if m.name.startswith("zero_shot")} for r in records]
     assert zero[0] == zero[1]  # the same pretrained model met both protections (clean test split)
+
+
+def test_bench_pretrains_on_the_target_set_at_another_data_seed(tmp_path, shapes_small):
+    loaded: list[DatasetRef] = []
+
+    def load(ref: DatasetRef) -> DatasetSplits:
+        loaded.append(ref)
+        return small(shapes_small)  # stands in for every build: what is asked for is what is tested
+
+    victim = {"regime": "finetune", "pretrain": "shapes-captions", "pretrain_data_seed": 5, "pretrain_epochs": 1}
+    grid = ProtectGrid(protectors=("clean",), victim_epochs=1, victims=(victim,))
+    (cell,) = grid_cells(grid)
+    assert cell.setting == "finetune<-shapes-captions@data5"
+    record = ProtectCells(tmp_path, load).run(cell)
+    assert DatasetRef("shapes-captions", "small", 5) in loaded and DatasetRef("shapes-captions", "small", 0) in loaded
+    assert [p.name.split("-seed")[0] for p in (tmp_path / "pretrained").iterdir()] == ["shapes-captions-data5-small"]
+    assert record.config["victim"]["pretrain_data_seed"] == 5
+    default = ProtectGrid(protectors=("clean",), victims=({"regime": "finetune"},))
+    assert "pretrain_data_seed" not in grid_cells(default)[0].settings()["victim"]  # earlier keys unchanged
 
 
 def test_a_clip_model_is_mems_surrogate_and_its_victim(shapes_small):

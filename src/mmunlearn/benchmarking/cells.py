@@ -69,6 +69,8 @@ class Cell:
         parts: dict[str, Any] = {"data": data_identity(g), "model": [recipe.model, dict(recipe.model_config)]}
         if isinstance(g, UnlearnGrid):
             parts.update(train=g.train_config().identity(), fraction=g.fraction)
+            if self.request == "concept" and g.concepts:  # the phrases decide a concept request on disk
+                parts.update(concepts=list(g.concepts))
             if self.label != "original":
                 method, config = g.method_config(self.label, self.seed)
                 parts.update(method=method, config=resolved(UNLEARNERS.create(method, **config).config))
@@ -86,7 +88,7 @@ def resolved(config: Any) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(config).items() if k != "progress"}
 
 
-LATER_VICTIM_FIELDS = ("regime", "pretrain", "pretrain_epochs", "lr")
+LATER_VICTIM_FIELDS = ("regime", "pretrain", "pretrain_epochs", "pretrain_data_seed", "lr")
 """`VictimConfig` fields added after the first scenario-B stores: left out of a cell's settings at their
 defaults, so the keys (and stored records) of from-scratch victims stay what they were."""
 
@@ -99,13 +101,15 @@ def victim_settings(victim: VictimConfig) -> dict[str, Any]:
 
 def victim_label(victim: Mapping[str, Any]) -> str:
     """The victim column group, plus ``+<defence>`` when there is one: its image tower from scratch
-    (``"cnn"``, ``"resnet"``), ``"finetune"`` (``"finetune<-emoji-captions"`` with a chosen pretraining set)
-    or ``"hf-clip"``; e.g. ``"cnn+jpeg10"``."""
+    (``"cnn"``, ``"resnet"``), ``"finetune"`` (``"finetune<-emoji-captions"`` with a chosen pretraining set,
+    ``"finetune<-shapes-captions@data7"`` at a chosen data seed) or ``"hf-clip"``; e.g. ``"cnn+jpeg10"``."""
     regime = str(victim.get("regime", "scratch"))
     if regime == "scratch":
         label = str(victim.get("image_encoder", "cnn"))
     else:
         label = regime if victim.get("pretrain") is None else f"{regime}<-{victim['pretrain']}"
+        if victim.get("pretrain_data_seed") is not None:
+            label += f"@data{victim['pretrain_data_seed']}"
     defence = victim.get("defence", "none")
     return label if defence == "none" else f"{label}+{defence}"
 

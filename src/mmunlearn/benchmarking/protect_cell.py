@@ -67,7 +67,7 @@ class ProtectCells:
         """A ``finetune`` victim's pretrained model and its training seconds: trained once per (pretraining set,
         size, seed, settings) and saved under ``work``; the cells of every protector load it (a lock makes a
         second worker wait for the first's)."""
-        source = victim_models.pretrain_set(grid.dataset, victim.pretrain)
+        source, data_seed = victim.pretraining_data(grid.dataset, data_ref(grid).seed)
         folder = self.work / "pretrained" / self.pretrain_key(grid, victim)
         if folder.name not in self.pretrained_models:
             timing = folder / "bench-timing.json"
@@ -75,7 +75,7 @@ class ProtectCells:
                 if not timing.is_file():
                     assert victim.seed is not None  # a grid's victim always has its seed
                     result = victim_models.pretrain_model(
-                        self.data(DatasetRef(source, grid.size, 0)), victim.seed, victim.image_encoder,
+                        self.data(DatasetRef(source, grid.size, data_seed)), victim.seed, victim.image_encoder,
                         victim.pretrain_epochs,
                         out_dir=folder,
                     )  # fmt: skip
@@ -89,12 +89,13 @@ class ProtectCells:
     @staticmethod
     def pretrain_key(grid: ProtectGrid, victim: VictimConfig) -> str:
         """The name of a pretrained model's folder: what the ``finetune`` victims of one seed share."""
-        source = victim_models.pretrain_set(grid.dataset, victim.pretrain)
+        source, data_seed = victim.pretraining_data(grid.dataset, data_ref(grid).seed)
         recipe = recipe_for(source)
         identity = [recipe.train.identity(), recipe.model, dict(recipe.model_config), victim.image_encoder,
                     victim.pretrain_epochs]  # fmt: skip
         tag = sha256_bytes(canonical_json(identity).encode())[:8]
-        return f"{source}-{grid.size}-seed{victim.seed}-{tag}"
+        data = "" if data_seed == 0 else f"-data{data_seed}"  # data seed 0: the folder names from before the option
+        return f"{source}{data}-{grid.size}-seed{victim.seed}-{tag}"
 
     def shared(self, cell: Cell) -> str:
         """What ``cell`` shares with other cells (its protection), computed by the first that runs."""

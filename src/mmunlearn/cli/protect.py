@@ -173,6 +173,7 @@ def cmd_victim(args: argparse.Namespace) -> int:
         regime=args.regime,
         pretrain=args.pretrain,
         pretrain_epochs=args.pretrain_epochs,
+        pretrain_data_seed=args.pretrain_data_seed,
         lr=args.lr,
     )
     protected, result = victim_from_dir(args.protected, config, data_dir=args.data_dir)
@@ -246,6 +247,13 @@ def add_commands(subparsers: Any) -> None:
         "--pretrain", default=None, help="finetune: caption set to pretrain on (default: the target's other)"
     )
     p.add_argument("--pretrain-epochs", type=int, default=None, help="finetune: pretraining epochs (default: recipe's)")
+    p.add_argument(
+        "--pretrain-data-seed",
+        type=int,
+        default=None,
+        help="finetune: data seed of the pretraining set (default 0); with another seed than the target's, "
+        "--pretrain may name the target set itself (other pairs of the same generator)",
+    )
     p.add_argument("--lr", type=float, default=None, help="peak lr (default: recipe's; finetune: recipe's / 10)")
     _common(p)
     p.set_defaults(func=cmd_victim)
