@@ -22,12 +22,14 @@ The helpers that talk to other ranks are collective: every rank must call them, 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as collectives
 from torch import Tensor, nn
 
 from .errors import ConfigError
@@ -159,6 +161,28 @@ def global_mean(loss: Tensor, mine: int, total: int) -> float:
     value = loss.detach().to(_device_for_collectives(), torch.float64) * (mine / total)
     dist.all_reduce(value)
     return float(value)
+
+
+def gather_rows(rows: Tensor) -> tuple[Tensor, int]:
+    """Every rank's ``rows`` concatenated in rank order, and where this rank's rows start (collective).
+
+    Differentiable: the backward sends each row's gradient back to the rank it came from, summed over the
+    ranks that used it (`torch.distributed.nn.functional.all_gather`), so a loss over the gathered rows on
+    every rank gives each rank the whole gradient of its own rows. Ranks may hold different numbers of rows
+    (the shards of `shard` differ by one): they are padded for the exchange and cut after it. Without a
+    process group of several ranks: ``(rows, 0)``.
+    """
+    if not active():
+        return rows, 0
+    counts = [torch.zeros(1, dtype=torch.long, device=rows.device) for _ in range(world_size())]
+    dist.all_gather(counts, torch.tensor([len(rows)], device=rows.device))
+    sizes = [int(c) for c in counts]
+    pad = max(sizes) - len(rows)
+    padded = torch.cat([rows, rows.new_zeros(pad, *rows.shape[1:])]) if pad else rows
+    with warnings.catch_warnings():  # its replacement (_functional_collectives) is private; this one is public
+        warnings.simplefilter("ignore", FutureWarning)
+        parts = collectives.all_gather(padded)
+    return torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)]), sum(sizes[: rank()])
 
 
 def all_true(flag: bool) -> bool:

@@ -39,7 +39,7 @@ from .data.core import MultimodalDataset, data_fingerprint
 from .errors import CheckpointError, ConfigError, DivergenceError
 from .fileio import MANIFEST, commit_folder, read_json_manifest, resolve_file, sha256_file
 from .models import MultimodalModel
-from .models.protocols import Trainable
+from .models.protocols import ShardedLoss, Trainable
 from .optim import (
     OptimConfig,
     batch_finite,
@@ -296,8 +296,10 @@ def _train_epoch(
 
 
 def _model_loss(model: Trainable, batch: Batch) -> Tensor:
-    """The model's own objective, as the function `mmunlearn.distributed.data_parallel` wraps."""
-    return model.loss(batch)
+    """The model's own objective on this rank's shard, as the function `mmunlearn.distributed.data_parallel`
+    wraps: `ShardedLoss.sharded_loss` where the model has one (a contrastive loss over the global batch),
+    else ``loss`` (a mean of per-sample terms, which the shards' weighting makes the global batch's)."""
+    return model.sharded_loss(batch) if isinstance(model, ShardedLoss) else model.loss(batch)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

@@ -111,7 +111,6 @@ class VictimConfig:
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
 
-
     def pretraining_data(self, target: str, target_seed: int) -> tuple[str, int]:
         """A ``finetune`` victim's pretraining set and its data seed, for the target set built at ``target_seed``.
 

@@ -596,17 +596,24 @@ def _setup_logging(quiet: bool) -> None:
     log.propagate = False
 
 
+PARALLEL_COMMANDS = ("train", "forget", "victim")
+"""The commands that run data-parallel under torchrun (docs/distributed.md)."""
+
+
 def join_torchrun(args: argparse.Namespace) -> Path | None:
     """Under torchrun (docs/distributed.md): join the process group and take this rank's device; rank 0
     builds the dataset first; the other ranks get a private --out (returned, to delete), no progress and no
     printed output, so that only rank 0 writes the real folder and prints. Without torchrun: nothing, None."""
     if not dist.launched():
         return None
-    if args.command not in ("train", "forget"):
-        raise ConfigError(f"under torchrun only `train` and `forget` run data-parallel, not {args.command!r}")
-    args.device = dist.init_from_env(args.device)
+    if args.command not in PARALLEL_COMMANDS:
+        raise ConfigError(
+            f"under torchrun only {', '.join(f'`{c}`' for c in PARALLEL_COMMANDS)} run data-parallel, not "
+            f"{args.command!r}"
+        )
+    args.device = dist.init_from_env(getattr(args, "device", "cpu"))  # a victim trains on the CPU
     os.environ.setdefault("MMUNLEARN_THREADS", os.environ.get("OMP_NUM_THREADS") or "1")  # torchrun sets 1
-    if dist.is_main():
+    if dist.is_main() and args.command != "victim":  # a victim's data must be in the cache already
         _build_data_first(args)
     dist.barrier()
     if dist.is_main():

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import distributed
 from ..configs import make_config
 from ..data.tokenizer import WordTokenizer
 from ..errors import ConfigError
@@ -69,6 +70,23 @@ def clip_loss(image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor) -> Tenso
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
+def sharded_clip_loss(image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor) -> Tensor:
+    """This rank's rows of `clip_loss` over the global batch, when the batch is sharded over ranks (torchrun).
+
+    Each rank holds its shard's pairs; the negatives of a pair are every pair of the global batch
+    (`mmunlearn.distributed.gather_rows`), as in one process. Returns the mean over this rank's rows of the
+    two cross-entropies; the ranks' means weighted by their shares sum to the one-process `clip_loss`, and
+    the gathered rows carry their gradients back to their ranks. Without a process group it is a plain
+    (local) `clip_loss` computed another way (same value up to float rounding).
+    """
+    images, start = distributed.gather_rows(image_emb)
+    texts, _ = distributed.gather_rows(text_emb)
+    target = torch.arange(start, start + len(image_emb), device=image_emb.device)
+    i2t = F.cross_entropy(logit_scale * image_emb @ texts.T, target)
+    t2i = F.cross_entropy(logit_scale * text_emb @ images.T, target)
+    return (i2t + t2i) / 2
+
+
 @MODELS.register("dual-encoder")
 class DualEncoder(MultimodalModel):
     """Image tower (conv net or small ResNet) and text tower (tiny transformer) projected to one normalised space."""
@@ -113,3 +131,8 @@ class DualEncoder(MultimodalModel):
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         """Symmetric InfoNCE on the batch's (image, text) pairs."""
         return clip_loss(self.encode_image(batch["image"]), self.encode_text(batch["text"]), self.logit_scale())
+
+    def sharded_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """`loss` when ``batch`` is this rank's shard of a global batch (torchrun): InfoNCE over the global
+        batch's pairs, this rank's rows (`sharded_clip_loss`; collective)."""
+        return sharded_clip_loss(self.encode_image(batch["image"]), self.encode_text(batch["text"]), self.logit_scale())

@@ -48,6 +48,18 @@ class Trainable(TorchModule, Protocol):
 
 
 @runtime_checkable
+class ShardedLoss(Protocol):
+    """A model whose objective couples the samples of a batch (a contrastive loss: every other pair is a
+    negative), so that under torchrun a rank's shard needs the other ranks' samples (what the training loop
+    calls there instead of ``loss``)."""
+
+    def sharded_loss(self, batch: Batch) -> Tensor:
+        """This rank's part of the objective of the global batch whose shard ``batch`` is (collective): the
+        ranks' values weighted by their shares of the global batch sum to ``loss`` of the global batch."""
+        ...
+
+
+@runtime_checkable
 class Classifier(TorchModule, Protocol):
     """A multimodal classifier with one encoder per modality and a head over their features.
 
