@@ -172,6 +172,23 @@ def train_on_dataset(
         The training result and the train/val/test metrics of the final model.
     """
     ref = DatasetRef.of(dataset, size, data_seed, layout)
+    return train_on_ref(ref, out_dir, seed=seed, data_dir=data_dir, overrides=overrides, device=device,
+                        progress=progress, init=init, model=model)  # fmt: skip
+
+
+def train_on_ref(
+    ref: DatasetRef,
+    out_dir: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    data_dir: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    init: str | os.PathLike[str] | None = None,
+    model: str | None = None,
+) -> tuple[TrainResult, list[MetricResult]]:
+    """`train_on_dataset` on the data ``ref`` loads (a bench's `DatasetRef`, decoding options included)."""
     splits = ref.load(data_dir, progress=progress)
     recipe = recipe_for_data(splits, model)
     config = recipe.train.replace(seed=seed, progress=progress, **(overrides or {}))

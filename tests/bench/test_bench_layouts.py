@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from data.layout_fixtures import make_av_frames, make_caption_csv, make_karpathy
+from data.layout_fixtures import make_av_csv, make_av_frames, make_caption_csv, make_karpathy
 from mmunlearn.benchmarking import ResultStore, aggregate, load_config, parse_config, read_records, run_bench
 from mmunlearn.benchmarking.cells import bench_cells
 from mmunlearn.benchmarking.config import ProtectGrid, UnlearnGrid
@@ -105,8 +105,9 @@ def test_bad_layout_path_size_and_requests_are_clear_errors(tmp_path: Path, capt
         with pytest.raises(ConfigError, match=f"request kind\\(s\\) \\['{kind}'\\] cannot run on a dataset on disk"):
             parse_config(unlearn(caption_csv, requests=[kind]))
     av = make_av_frames(tmp_path / "ave")
-    with pytest.raises(ConfigError, match="\\['identity'\\] cannot run on a dataset on disk \\(av-frames\\)"):
-        parse_config(unlearn(av, "av-frames", requests=["identity"], methods=["finetune"]))
+    no_groups = make_av_csv(tmp_path / "avcsv")  # no group column: no identity to forget
+    with pytest.raises(ConfigError, match="\\['identity'\\] cannot run on a dataset on disk \\(av-csv\\)"):
+        parse_config(unlearn(no_groups, "av-csv", requests=["identity"], methods=["finetune"]))
     with pytest.raises(ConfigError, match="holds no captions, so scenario 'protect' cannot use it"):
         parse_config({"name": "t", "grids": [{"scenario": "protect", "dataset": str(av), "layout": "av-frames"}]})
     protect = {"scenario": "protect", "dataset": str(caption_csv), "layout": "csv", "victims": [{"regime": "finetune"}]}

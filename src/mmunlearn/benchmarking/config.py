@@ -25,7 +25,10 @@ grids:
     victim_epochs: 4
   - scenario: unlearn          # a dataset on disk: its path (relative to this file's folder) and its layout
     dataset: data/flickr8k
-    layout: karpathy           # no size; only random requests (docs/data-layouts.md, "In a bench grid")
+    layout: karpathy           # no size (docs/data-layouts.md, "In a bench grid")
+    requests: [random, concept]
+    concepts: [a dog, the beach]        # a concept request on disk: the seed picks concepts[seed % 2]
+    layout_options: {image_size: 64}   # LayoutOptions fields but seed (default: the layout defaults)
     methods: [finetune]
 ```
 
@@ -48,6 +51,7 @@ import yaml
 from ..configs import make_config
 from ..data import DATASETS, LAYOUTS
 from ..data.builder import SIZES
+from ..data.layouts import LayoutOptions
 from ..errors import ConfigError, DataError
 from ..models.protocols import KINDS, CaptionerModel, Classifier, DualEncoderModel
 from ..outputs import read_text_file
@@ -77,13 +81,16 @@ from .grid_data import (
 from .search_spaces import as_json, check_space, config_defaults, space_for
 
 REQUESTS = ("random", "identity", "concept", "group")
-"""Request kinds: ``random`` on any dataset, ``identity`` on audio-visual data (two fonts), ``concept``
-and ``group`` on image-caption data (a concept's pairs; an emoji's group)."""
+"""Request kinds: ``random`` on any dataset, ``identity`` on audio-visual data (two fonts; on disk one
+identity), ``concept`` and ``group`` on image-caption data (a concept's pairs; an emoji's group)."""
 CAPTION_REQUESTS = ("random", "concept", "group")
 CLASSIFIER_REQUESTS = ("random", "identity")
-LAYOUT_REQUESTS = ("random",)
-"""Request kinds on a dataset on disk: ``identity`` needs av-digits' fonts, ``concept`` a built-in concept
-space (`mmunlearn.data.concepts.CONCEPTS`) and ``group`` emoji-captions' groups, none of which a layout has."""
+LAYOUT_REQUESTS = ("random", "identity", "concept")
+"""Request kinds on a dataset on disk: ``identity`` on an audio-visual layout with a group column (one of its
+identities), ``concept`` on an image-caption layout with the grid's ``concepts`` (phrases: a layout has no
+built-in concept space); ``group`` needs emoji-captions' groups, which no layout has."""
+OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(LayoutOptions) if f.name != "seed")
+"""The `LayoutOptions` a grid's ``layout_options`` may set (the bench loads every dataset with data seed 0)."""
 TUNING_PROTOCOL_VERSION = 1
 """Bumped when the tuning protocol (objective, data it sees) changes: the studies and tuned cells are redone."""
 
@@ -118,8 +125,9 @@ class UnlearnGrid:
         size: ``"small"`` or ``"full"``; ``"full"`` with ``layout`` (a dataset on disk has one size).
         seeds: seeds of the original model, the request and every method.
         requests: ``"random"`` (a seeded share ``fraction`` of the training samples), ``"identity"`` (two
-            fonts, audio-visual data), ``"concept"`` (the pairs naming one concept) or ``"group"`` (the
-            pairs of one emoji group), the last two on image-caption data.
+            fonts, audio-visual data; on disk one identity of the layout's group column), ``"concept"`` (the
+            pairs naming one concept; on disk one of ``concepts``) or ``"group"`` (the pairs of one emoji
+            group), the last two on image-caption data.
         methods: `UNLEARNERS` keys (``retrain`` is always run; listing it changes nothing).
         variants: extra rows, label -> ``{"method": key, **config fields}`` (e.g. an ablation).
         overrides: config fields per method key.
@@ -132,6 +140,12 @@ class UnlearnGrid:
         layout: a `LAYOUTS` name: ``dataset`` is a path in that layout; None: a built-in dataset.
         probe: the dataset on disk's kind, video and source fingerprint, taken when the grid was read (None:
             taken when a key needs it).
+        concepts: with ``layout``, the phrases a ``concept`` request forgets (the pairs whose caption names
+            the phrase on word boundaries; the seed picks ``concepts[seed % len(concepts)]``, as a built-in
+            set's seed picks among its most frequent concepts); required by a concept request on disk.
+        layout_options: with ``layout``, `LayoutOptions` fields but ``seed`` (``image_size``, ``frames``,
+            ``clip_seconds``, ``skip_bad``) the data is decoded with; empty: the layout defaults. They are
+            part of the data's identity (cell keys, originals).
     """
 
     dataset: str = "av-digits"
@@ -148,6 +162,8 @@ class UnlearnGrid:
     tune: TuneSpec | None = None
     layout: str | None = None
     probe: LayoutProbe | None = None
+    concepts: tuple[str, ...] = ()
+    layout_options: Mapping[str, Any] = field(default_factory=dict)
 
     scenario = "unlearn"
 
@@ -368,8 +384,11 @@ class _OnDisk:
     probe: LayoutProbe
 
 
-def _on_disk(raw: Mapping[str, Any], base: Path | None) -> _OnDisk | None:
-    """The grid's ``dataset`` path and ``layout`` (None without ``layout``: a built-in dataset).
+def _on_disk(
+    raw: Mapping[str, Any], base: Path | None, phrases: tuple[str, ...] = (), identities: bool = False
+) -> _OnDisk | None:
+    """The grid's ``dataset`` path and ``layout`` (None without ``layout``: a built-in dataset); its probe
+    counts the training pairs naming each of ``phrases`` and, with ``identities``, lists the identities.
 
     Raises:
         ConfigError: an unknown layout, ``size`` given with a layout (a dataset on disk has one size), no
@@ -387,20 +406,75 @@ def _on_disk(raw: Mapping[str, Any], base: Path | None) -> _OnDisk | None:
         raise ConfigError(f"layout {layout!r} needs 'dataset': the path of the dataset on disk")
     path = resolve_path(str(raw["dataset"]), base, layout)
     try:
-        probe = LayoutProbe.of(path, layout)
+        probe = LayoutProbe.of(path, layout, phrases, identities)
     except DataError as e:
         raise ConfigError(f"dataset {path} cannot be read as {layout}: {e}") from e
     return _OnDisk(path, layout, probe)
 
 
-def _layout_requests(requests: tuple[str, ...], disk: _OnDisk) -> None:
-    """Every request kind can run on the dataset on disk (only `LAYOUT_REQUESTS` can)."""
+def _layout_requests(requests: tuple[str, ...], disk: _OnDisk, concepts: tuple[str, ...]) -> None:
+    """Every request kind can run on the dataset on disk: `LAYOUT_REQUESTS` only; ``identity`` on
+    audio-visual data with at least two training identities; ``concept`` on caption data with ``concepts``,
+    each naming some but not every training pair."""
     bad = [r for r in requests if r not in LAYOUT_REQUESTS]
     if bad:
         raise ConfigError(
-            f"request kind(s) {bad} cannot run on a dataset on disk ({disk.layout}): identity needs av-digits' "
-            f"fonts, concept a built-in concept list, group emoji-captions' groups; usable: {list(LAYOUT_REQUESTS)}"
+            f"request kind(s) {bad} cannot run on a dataset on disk ({disk.layout}): group needs emoji-captions' "
+            f"groups; usable: {list(LAYOUT_REQUESTS)}"
         )
+    probe = disk.probe
+    if "identity" in requests and len(probe.identities) < 2:
+        raise ConfigError(
+            f"request kind(s) ['identity'] cannot run on a dataset on disk ({disk.layout}) without a group column "
+            f"(speaker, actor) giving at least two identities to its training split; found {list(probe.identities)}"
+        )
+    if "concept" in requests:
+        if probe.kind != "image-caption" or not concepts:
+            raise ConfigError(
+                f"request kind(s) ['concept'] cannot run on a dataset on disk ({disk.layout}) without captions and "
+                "the grid's 'concepts': the phrases to forget (e.g. concepts: [a dog, the beach])"
+            )
+        for phrase, count in zip(concepts, probe.phrase_pairs, strict=True):
+            if count in (0, probe.train_pairs):
+                what = "no" if count == 0 else "every"
+                raise ConfigError(
+                    f"concept {phrase!r} names {what} training pair of {disk.path} ({probe.train_pairs} pairs): "
+                    "a concept request must forget some pairs and keep the rest"
+                )
+    elif concepts:
+        raise ConfigError("'concepts' is given but the grid has no concept request: add 'concept' to 'requests'")
+
+
+def _concepts(raw: Mapping[str, Any], layout: bool) -> tuple[str, ...]:
+    """The grid's ``concepts``: non-blank distinct phrases (lower-cased, spaces collapsed), only with a layout."""
+    if raw.get("concepts") is None:
+        return ()
+    if not layout:
+        raise ConfigError("'concepts' is for a dataset on disk (with 'layout'); a built-in caption set picks "
+                          "among its own most frequent concepts")  # fmt: skip
+    phrases = tuple(" ".join(p.lower().split()) for p in _tuple(raw["concepts"], "concepts", str))
+    if not all(phrases) or len(set(phrases)) != len(phrases):
+        raise ConfigError(f"concepts must be distinct non-blank phrases, got {list(raw['concepts'])}")
+    return phrases
+
+
+def _layout_options(raw: Mapping[str, Any], layout: bool) -> dict[str, Any]:
+    """The grid's ``layout_options``: `OPTION_FIELDS` keys, positive ``image_size``/``frames`` (integers),
+    positive ``clip_seconds``, boolean ``skip_bad``; only with a layout."""
+    given = _mapping(raw.get("layout_options"), "layout_options")
+    if given and not layout:
+        raise ConfigError("'layout_options' is for a dataset on disk (with 'layout'); built-in sets have none")
+    _check_keys("layout_options", given, list(OPTION_FIELDS))
+    for key in ("image_size", "frames"):
+        v = given.get(key, 1)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"layout_options.{key} must be an integer >= 1, got {v!r}")
+    seconds = given.get("clip_seconds", 1.0)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+        raise ConfigError(f"layout_options.clip_seconds must be a positive number, got {seconds!r}")
+    if not isinstance(given.get("skip_bad", False), bool):
+        raise ConfigError(f"layout_options.skip_bad must be true or false, got {given['skip_bad']!r}")
+    return {k: float(v) if k == "clip_seconds" else v for k, v in given.items()}
 
 
 def _check_method_config(grid: UnlearnGrid, label: str) -> None:
@@ -463,7 +537,9 @@ def _rows_metrics_overrides(
 def _unlearn_grid(raw: dict[str, Any], base: Path | None = None) -> UnlearnGrid:
     known = [f.name for f in dataclasses.fields(UnlearnGrid) if f.name != "probe"]
     _check_keys("an unlearn grid", raw, [*known, "scenario"])
-    disk = _on_disk(raw, base)
+    concepts = _concepts(raw, raw.get("layout") is not None)
+    options = _layout_options(raw, raw.get("layout") is not None)
+    disk = _on_disk(raw, base, concepts, "identity" in _tuple(raw.get("requests", ["random"]), "requests", str))
     if disk is None:
         dataset = str(raw.get("dataset", "av-digits"))
         _check_names("datasets", [dataset], [d for d in DATASETS.names() if d in RECIPES])
@@ -480,8 +556,8 @@ def _unlearn_grid(raw: dict[str, Any], base: Path | None = None) -> UnlearnGrid:
     _check_names("requests", requests, REQUESTS)
     usable: tuple[str, ...] = CAPTION_REQUESTS if captions else CLASSIFIER_REQUESTS
     if disk is not None:
-        _layout_requests(requests, disk)
-        usable = LAYOUT_REQUESTS
+        _layout_requests(requests, disk, concepts)
+        usable = ("random", "concept") if captions else ("random", "identity")
     _check_names(f"requests on {dataset}", requests, usable)
     variants = {k: _mapping(v, f"variants.{k}") for k, v in _mapping(raw.get("variants"), "variants").items()}
     for label, spec in variants.items():
@@ -502,10 +578,14 @@ def _unlearn_grid(raw: dict[str, Any], base: Path | None = None) -> UnlearnGrid:
         raise ConfigError(f"variant labels must not end with {TUNED.strip()!r} (the tuned rows' mark): {bad}")
     seeds = _seeds(raw.get("seeds", [0]))
     tune = _tune(raw.get("tune"), methods, requests, usable, seeds)
+    if tune is not None and concepts:
+        raise ConfigError("tune: a tuned row cannot yet run beside a concept request on a dataset on disk (the "
+                          "tuning's requests do not see the grid's 'concepts'); tune another grid")  # fmt: skip
     size = _size(raw.get("size", "small")) if disk is None else LAYOUT_SIZE
     grid = UnlearnGrid(
         dataset, size, seeds, requests, methods, variants, overrides, train, metrics, fraction,
         None if model is None else str(model), tune, disk.layout if disk else None, disk.probe if disk else None,
+        concepts, options,
     )  # fmt: skip
     for method in tune.methods if tune is not None else ():
         if not grid.tuning_space(method):

@@ -5,18 +5,25 @@ the source fingerprint the layout cache checks (size and modification time of ev
 file, `mmunlearn.data.layouts.cache.source_fingerprint`) and the decoding options. The fingerprint is taken
 once, when the grid is read (`LayoutProbe.of`: the annotations are parsed and the files stat-ed, nothing is
 decoded), so a second run costs no decoding and the same files give the same keys wherever the folder is.
+
+A grid's ``layout_options`` (image size, frames, clip length, skip_bad) are loaded through `LayoutRef`, a
+`DatasetRef` that carries them (a plain `DatasetRef` loads at the default options).
 """
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..data import DATASETS, LAYOUTS, DatasetRef
-from ..data.layouts import LayoutOptions
+from ..data import DATASETS, LAYOUTS, DatasetRef, DatasetSplits
+from ..data.concepts import names_phrase
+from ..data.layouts import LayoutOptions, load_layout
 from ..data.layouts.cache import FORMAT, source_fingerprint
+from ..data.layouts.splitting import assign_splits
 from ..errors import ConfigError
 from ..recipes import Recipe, recipe_for, recipe_for_layout
 
@@ -34,24 +41,65 @@ class LayoutProbe:
         kind: the layout's kind, ``"image-caption"`` or ``"audio-visual"``.
         video: the samples have the ``video`` modality (frame folders), which picks av-digits-video's recipe.
         fingerprint: `source_fingerprint` of the parsed annotations (the layout cache's check of its sources).
+        identities: the sorted identities (the layout's ``group`` column) of the training split, when `of`
+            was asked for them (an identity request picks one of them); else empty.
+        phrase_pairs: for each phrase `of` was given, how many training pairs name it (on word boundaries,
+            as `mmunlearn.data.concepts.naming` matches a phrase); else empty.
+        train_pairs: the training split's size, when ``identities`` or ``phrase_pairs`` were counted; else 0.
     """
 
     kind: str
     video: bool
     fingerprint: str
+    identities: tuple[str, ...] = ()
+    phrase_pairs: tuple[int, ...] = ()
+    train_pairs: int = 0
 
     @staticmethod
-    def of(path: str, layout: str) -> LayoutProbe:
-        """Parse the layout's annotations at ``path`` (no media decoded) and fingerprint its files.
+    def of(path: str, layout: str, phrases: tuple[str, ...] = (), identities: bool = False) -> LayoutProbe:
+        """Parse the layout's annotations at ``path`` (no media decoded) and fingerprint its files; with
+        ``phrases`` or ``identities``, also draw the splits (as the load does) to count the training split's
+        pairs naming each phrase and list its identities.
 
         Raises:
             UnknownNameError: an unknown layout.
-            DataError: a missing or malformed annotation file.
+            DataError: a missing or malformed annotation file, or (when the splits are drawn) too few samples.
         """
         parser = LAYOUTS.create(layout)
         plan = parser.parse(Path(path), LayoutOptions(seed=LAYOUT_SEED))
         video = bool(plan.items) and all(it.video is not None for it in plan.items)
-        return LayoutProbe(parser.kind, video, source_fingerprint(plan))
+        probe = LayoutProbe(parser.kind, video, source_fingerprint(plan))
+        if not phrases and not identities:
+            return probe
+        train = [it for it in assign_splits(plan.items, LAYOUT_SEED)[0] if it.split == "train"]
+        groups = tuple(sorted({it.group for it in train if it.group})) if identities else ()
+        counts = tuple(sum(names_phrase(it.caption or "", p) for it in train) for p in phrases)
+        return LayoutProbe(probe.kind, video, probe.fingerprint, groups, counts, len(train))
+
+
+@dataclass(frozen=True)
+class LayoutRef(DatasetRef):
+    """A dataset on disk loaded at given decoding options (`DatasetRef` loads at the defaults).
+
+    Attributes:
+        options: the `LayoutOptions` of the load (their ``seed`` is the ref's ``seed``, their ``skip_bad``
+            its ``skip_bad``).
+    """
+
+    options: LayoutOptions = field(default_factory=LayoutOptions)
+
+    def load(self, data_dir: str | os.PathLike[str] | None = None, progress: bool = False) -> DatasetSplits:
+        """The splits, decoded at the ref's options (`load_layout`)."""
+        assert self.layout is not None
+        o = self.options
+        return load_layout(self.name, self.layout, seed=self.seed, image_size=o.image_size, frames=o.frames,
+                           clip_seconds=o.clip_seconds, data_dir=data_dir, skip_bad=self.skip_bad,
+                           progress=progress)  # fmt: skip
+
+    def provenance(self) -> dict[str, Any]:
+        """`DatasetRef.provenance` plus ``layout_options``, the decoding options (not the seed)."""
+        options = {k: v for k, v in asdict(self.options).items() if k not in ("seed", "skip_bad")}
+        return {**super().provenance(), "layout_options": options}
 
 
 class GridData(Protocol):
@@ -67,6 +115,13 @@ class GridData(Protocol):
     def probe(self) -> LayoutProbe | None: ...
 
 
+def layout_options(grid: GridData) -> LayoutOptions:
+    """The decoding options of a grid on disk: the defaults with the grid's ``layout_options`` (a grid
+    without that field, e.g. a protect grid, decodes at the defaults), data seed `LAYOUT_SEED`."""
+    given: Mapping[str, Any] = getattr(grid, "layout_options", None) or {}
+    return LayoutOptions(**{**given, "seed": LAYOUT_SEED})
+
+
 def probe_of(grid: GridData) -> LayoutProbe:
     """The grid's probe: the one taken when it was read, else taken now (a grid built in code)."""
     assert grid.layout is not None
@@ -74,10 +129,14 @@ def probe_of(grid: GridData) -> LayoutProbe:
 
 
 def data_ref(grid: GridData) -> DatasetRef:
-    """How to load the grid's data (data seed 0, as every bench dataset)."""
+    """How to load the grid's data (data seed 0, as every bench dataset): a `LayoutRef` where the grid's
+    decoding options are not the defaults."""
     if grid.layout is None:
         return DatasetRef(grid.dataset, grid.size, 0)
-    return DatasetRef(grid.dataset, LAYOUT_SIZE, LAYOUT_SEED, grid.layout)
+    options = layout_options(grid)
+    if options == LayoutOptions(seed=LAYOUT_SEED):
+        return DatasetRef(grid.dataset, LAYOUT_SIZE, LAYOUT_SEED, grid.layout)
+    return LayoutRef(grid.dataset, LAYOUT_SIZE, LAYOUT_SEED, grid.layout, options.skip_bad, options)
 
 
 def display_name(path: str) -> str:
@@ -113,16 +172,19 @@ def data_identity(grid: GridData) -> Any:
     disk the layout, the source fingerprint, the decoding options and the cache format."""
     if grid.layout is None:
         return DATASETS.get(grid.dataset).version  # type: ignore[attr-defined]
-    options = asdict(LayoutOptions(seed=LAYOUT_SEED))
+    options = asdict(layout_options(grid))
     return {"layout": grid.layout, "fingerprint": probe_of(grid).fingerprint, "options": options, "format": FORMAT}
 
 
 def data_provenance(grid: GridData) -> dict[str, Any]:
     """The record's account of the data (in ``extras["data"]``): a built-in name and size, or the absolute
-    path, the layout and the fingerprint of a dataset on disk."""
+    path, the layout and the fingerprint of a dataset on disk, and its ``layout_options`` where they are not
+    the defaults."""
     if grid.layout is None:
         return {"dataset": grid.dataset, "size": grid.size}
-    return {"dataset": grid.dataset, "layout": grid.layout, "fingerprint": probe_of(grid).fingerprint}
+    out = {"dataset": grid.dataset, "layout": grid.layout, "fingerprint": probe_of(grid).fingerprint}
+    given = dict(getattr(grid, "layout_options", None) or {})
+    return {**out, "layout_options": given} if given else out
 
 
 def grid_recipe(grid: GridData, model: str | None) -> Recipe:

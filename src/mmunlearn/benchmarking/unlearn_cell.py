@@ -18,7 +18,7 @@ from ..fileio import atomic_write_json, canonical_json, sha256_bytes
 from ..models import MultimodalModel
 from ..models.protocols import CaptionerModel, DualEncoderModel
 from ..pipeline import request_metrics, run_request
-from ..recipes import train_on_dataset
+from ..recipes import train_on_ref
 from ..results import MetricResult, RunRecord
 from ..runtime import eval_mode
 from ..unlearn import UNLEARNERS, UnlearnData
@@ -50,6 +50,7 @@ def feature_projection(model: Any, data: MultimodalDataset, limit: int = 300) ->
     centred = feats - feats.mean(0)
     _, _, v = torch.linalg.svd(centred, full_matrices=False)
     xy = centred @ v[:2].T
+    xy = torch.nn.functional.pad(xy, (0, 2 - xy.shape[1]))  # one sample has one component: the other is 0
     xy = xy * torch.sign(xy[xy.abs().argmax(0), torch.arange(2)])  # a fixed sign: same data, same picture
     labels = batch["label"].tolist() if "label" in batch else [0] * len(idx)
     return {"x": [round(float(a), 4) for a in xy[:, 0]], "y": [round(float(b), 4) for b in xy[:, 1]], "label": labels}
@@ -78,18 +79,8 @@ class UnlearnCells:
             with exclusive(self.work / "locks" / f"{folder.name}.lock"):  # not in models/: one entry per model
                 if not timing.is_file() or not read_manifest(folder).get("metrics"):
                     ref = data_ref(grid)
-                    result, _ = train_on_dataset(
-                        ref.name,
-                        folder,
-                        size=ref.size,
-                        seed=seed,
-                        data_seed=ref.seed,
-                        data_dir=self.data_dir,
-                        overrides=dict(grid.train),
-                        progress=False,
-                        layout=ref.layout,
-                        model=grid.model,
-                    )
+                    result, _ = train_on_ref(ref, folder, seed=seed, data_dir=self.data_dir,
+                                             overrides=dict(grid.train), progress=False, model=grid.model)  # fmt: skip
                     # the whole training time, across resumes (from the checkpoint), not only this process's epochs
                     atomic_write_json(timing, {"seconds": result.total_seconds, "resumed_from": result.resumed_from})
             model = load_checkpoint(folder).model  # always from disk: a resumed bench sees the same weights
@@ -132,7 +123,7 @@ class UnlearnCells:
         assert isinstance(grid, UnlearnGrid) and cell.request is not None
         splits = self.data(data_ref(grid))
         model, train_seconds = self.original(grid, cell.seed)
-        req = request_for(cell.request, splits, cell.seed, grid.fraction)
+        req = request_for(cell.request, splits, cell.seed, grid.fraction, grid.concepts)
         tuning: TuningResult | None = None
         if cell.label == "original":
             data = UnlearnData.from_request(req, splits.train, splits.val)

@@ -81,6 +81,13 @@ def caption_concepts(dataset: MultimodalDataset) -> list[tuple[str, ...]]:
     return [space.parse(c) for c in dataset.captions]
 
 
+def names_phrase(caption: str, phrase: str) -> bool:
+    """Whether ``caption`` names ``phrase``: case-insensitive, the phrase's runs of spaces collapsed, on word
+    boundaries (how a concept is matched in a dataset without a concept space)."""
+    wanted = " ".join(phrase.lower().split())
+    return re.search(rf"(?<!\w){re.escape(wanted)}(?!\w)", caption.lower()) is not None
+
+
 def naming(dataset: MultimodalDataset, concept: str) -> list[int]:
     """Positions of the pairs whose caption names ``concept`` (a whole concept, or a whole-word phrase
     where the dataset has no concept space).
@@ -95,8 +102,7 @@ def naming(dataset: MultimodalDataset, concept: str) -> list[int]:
         hits = [i for i, cs in enumerate(caption_concepts(dataset)) if wanted in cs]
         known = sorted({c for cs in caption_concepts(dataset) for c in cs})
     else:
-        pattern = re.compile(rf"(?<!\w){re.escape(wanted)}(?!\w)")
-        hits = [i for i, c in enumerate(dataset.captions) if pattern.search(c.lower())]
+        hits = [i for i, c in enumerate(dataset.captions) if names_phrase(c, wanted)]
         known = []
     if not hits:
         hint = f"; concepts of this dataset include {', '.join(repr(k) for k in known[:8])} ..." if known else ""
