@@ -15,6 +15,7 @@ from ..unlearn import UNLEARNERS
 from ..victim import VictimConfig
 from .config import BenchConfig, Grid, ProtectGrid, UnlearnGrid
 from .grid_data import data_identity, data_key, grid_recipe
+from .requests import request_fraction
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,8 @@ class Cell:
         seed: the seed of everything in the cell.
         label: the row: ``"original"``, ``"retrain"``, a method or variant label, a tuned row
             (``"<method> (tuned)"``), or a protector.
-        request: scenario A's request kind (``"random"``, ``"identity"``).
+        request: scenario A's request name (``"random"``, ``"random@0.05"``, ``"identity"``, ``"class"``...):
+            the table it shows in (``request random@0.05``) and the key's setting.
         victim: scenario B's `VictimConfig` fields (``regime``, ``image_encoder``, ``defence``...).
     """
 
@@ -68,7 +70,8 @@ class Cell:
         recipe = grid_recipe(g, getattr(g, "model", None))
         parts: dict[str, Any] = {"data": data_identity(g), "model": [recipe.model, dict(recipe.model_config)]}
         if isinstance(g, UnlearnGrid):
-            parts.update(train=g.train_config().identity(), fraction=g.fraction)
+            # a plain request keeps the grid's fraction (its keys are those it always had); random@F its own
+            parts.update(train=g.train_config().identity(), fraction=request_fraction(self.request or "", g.fraction))
             if self.request == "concept" and g.concepts:  # the phrases decide a concept request on disk
                 parts.update(concepts=list(g.concepts))
             if self.label != "original":

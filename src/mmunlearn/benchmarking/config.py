@@ -7,7 +7,8 @@ grids:
     dataset: av-digits
     size: small
     seeds: [0, 1]
-    requests: [random]         # random (10% of the training samples) | identity (the images of two fonts)
+    requests: [random, random@0.05, class]   # random (a share `fraction` of the training samples, default 10%)
+                               # | random@F (a share F) | identity (the images of two fonts) | class (one class's images)
     methods: [ccu, finetune]   # retrain and the original are always run (once per dataset, seed, request)
     variants: {"ccu -a": {method: ccu, use_a: false}}   # extra rows: a method with other settings
     overrides: {finetune: {epochs: 1}}                   # config fields per method
@@ -78,17 +79,20 @@ from .grid_data import (
     modalities,
     resolve_path,
 )
+from .requests import canonical_request, request_fraction, request_kind
 from .search_spaces import as_json, check_space, config_defaults, space_for
 
-REQUESTS = ("random", "identity", "concept", "group")
-"""Request kinds: ``random`` on any dataset, ``identity`` on audio-visual data (two fonts; on disk one
-identity), ``concept`` and ``group`` on image-caption data (a concept's pairs; an emoji's group)."""
+REQUESTS = ("random", "identity", "class", "concept", "group")
+"""Request kinds: ``random`` on any dataset (``random@F``: of its own share ``F``, see `requests.request_kind`),
+``identity`` (two fonts; on disk one identity) and ``class`` (the images of the seed's class) on audio-visual
+data, ``concept`` and ``group`` on image-caption data (a concept's pairs; an emoji's group)."""
 CAPTION_REQUESTS = ("random", "concept", "group")
-CLASSIFIER_REQUESTS = ("random", "identity")
-LAYOUT_REQUESTS = ("random", "identity", "concept")
+CLASSIFIER_REQUESTS = ("random", "identity", "class")
+LAYOUT_REQUESTS = ("random", "identity", "class", "concept")
 """Request kinds on a dataset on disk: ``identity`` on an audio-visual layout with a group column (one of its
-identities), ``concept`` on an image-caption layout with the grid's ``concepts`` (phrases: a layout has no
-built-in concept space); ``group`` needs emoji-captions' groups, which no layout has."""
+identities), ``class`` on an audio-visual layout (its labels), ``concept`` on an image-caption layout with the
+grid's ``concepts`` (phrases: a layout has no built-in concept space); ``group`` needs emoji-captions' groups,
+which no layout has."""
 OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(LayoutOptions) if f.name != "seed")
 """The `LayoutOptions` a grid's ``layout_options`` may set (the bench loads every dataset with data seed 0)."""
 TUNING_PROTOCOL_VERSION = 1
@@ -103,7 +107,8 @@ class TuneSpec:
     Attributes:
         trials: trials of every method's study (the same budget for every method).
         methods: the methods tuned (each must have a search space, `search_spaces.SEARCH_SPACES`).
-        request: the kind of the validation request (one of the grid's usable kinds).
+        request: the kind of the validation request (one of the grid's usable kinds; ``random@F`` draws a
+            share ``F``, plain ``random`` the grid's ``fraction``).
         seed: the validation request's seed (also the seed of the method in every trial and of the sampler);
             it must not be one of the grid's seeds.
     """
@@ -124,16 +129,18 @@ class UnlearnGrid:
             with ``layout`` the absolute path of a dataset on disk (the recipe of its kind: `recipe_for_layout`).
         size: ``"small"`` or ``"full"``; ``"full"`` with ``layout`` (a dataset on disk has one size).
         seeds: seeds of the original model, the request and every method.
-        requests: ``"random"`` (a seeded share ``fraction`` of the training samples), ``"identity"`` (two
-            fonts, audio-visual data; on disk one identity of the layout's group column), ``"concept"`` (the
-            pairs naming one concept; on disk one of ``concepts``) or ``"group"`` (the pairs of one emoji
-            group), the last two on image-caption data.
+        requests: ``"random"`` (a seeded share ``fraction`` of the training samples), ``"random@F"`` (a
+            seeded share ``F``, in (0, 1); stored as `requests.canonical_request` spells it), ``"identity"``
+            (two fonts, audio-visual data; on disk one identity of the layout's group column), ``"class"``
+            (the images of class ``seed % num_classes``, audio-visual data), ``"concept"`` (the pairs naming
+            one concept; on disk one of ``concepts``) or ``"group"`` (the pairs of one emoji group), the last
+            two on image-caption data. Each name is its own request: its own cells, keys and report table.
         methods: `UNLEARNERS` keys (``retrain`` is always run; listing it changes nothing).
         variants: extra rows, label -> ``{"method": key, **config fields}`` (e.g. an ablation).
         overrides: config fields per method key.
         train: recipe fields of the original (and of retrain, which must train the same way).
         metrics: metric names kept in the records (empty: every scenario-A metric).
-        fraction: share of the training samples in a random request.
+        fraction: share of the training samples in a plain ``random`` request (``random@F`` has its own).
         model: another model the dataset has a recipe for (``"captioner"`` on the caption sets: a generative
             captioner forgets a concept); None: the dataset's own model.
         tune: the tuning protocol; None: no tuned rows.
@@ -213,7 +220,11 @@ class UnlearnGrid:
             "fixed": dict(self.overrides.get(method, {})),
             "retrain": dict(self.overrides.get("retrain", {})),
             "trials": self.tune.trials,
-            "request": {"kind": self.tune.request, "seed": self.tune.seed, "fraction": self.fraction},
+            "request": {
+                "kind": self.tune.request,
+                "seed": self.tune.seed,
+                "fraction": request_fraction(self.tune.request, self.fraction),
+            },
             "avoid": {"requests": list(self.requests), "seeds": list(self.seeds)},
             "sampler": {"name": "tpe", "seed": self.tune.seed},
             "original_seed": self.seeds[0],
@@ -539,7 +550,8 @@ def _unlearn_grid(raw: dict[str, Any], base: Path | None = None) -> UnlearnGrid:
     _check_keys("an unlearn grid", raw, [*known, "scenario"])
     concepts = _concepts(raw, raw.get("layout") is not None)
     options = _layout_options(raw, raw.get("layout") is not None)
-    disk = _on_disk(raw, base, concepts, "identity" in _tuple(raw.get("requests", ["random"]), "requests", str))
+    requests = _requests(raw.get("requests", ["random"]))
+    disk = _on_disk(raw, base, concepts, "identity" in requests)
     if disk is None:
         dataset = str(raw.get("dataset", "av-digits"))
         _check_names("datasets", [dataset], [d for d in DATASETS.names() if d in RECIPES])
@@ -552,13 +564,13 @@ def _unlearn_grid(raw: dict[str, Any], base: Path | None = None) -> UnlearnGrid:
     recipe = _recipe(dataset, disk, None if model is None else str(model))
     metric_names = CAPTIONER_METRICS if model else SCENARIO_C_METRICS if captions else SCENARIO_A_METRICS
     methods, metrics, overrides = _rows_metrics_overrides(raw, "methods", UNLEARNERS.names(), "ccu", metric_names)
-    requests = _tuple(raw.get("requests", ["random"]), "requests", str)
-    _check_names("requests", requests, REQUESTS)
+    kinds = tuple(dict.fromkeys(request_kind(r)[0] for r in requests))
+    _check_names("requests", kinds, REQUESTS)
     usable: tuple[str, ...] = CAPTION_REQUESTS if captions else CLASSIFIER_REQUESTS
     if disk is not None:
-        _layout_requests(requests, disk, concepts)
-        usable = ("random", "concept") if captions else ("random", "identity")
-    _check_names(f"requests on {dataset}", requests, usable)
+        _layout_requests(kinds, disk, concepts)
+        usable = ("random", "concept") if captions else ("random", "identity", "class")
+    _check_names(f"requests on {dataset}", kinds, usable)
     variants = {k: _mapping(v, f"variants.{k}") for k, v in _mapping(raw.get("variants"), "variants").items()}
     for label, spec in variants.items():
         if "method" not in spec:
@@ -595,6 +607,16 @@ def _unlearn_grid(raw: dict[str, Any], base: Path | None = None) -> UnlearnGrid:
     return grid
 
 
+def _requests(value: Any) -> tuple[str, ...]:
+    """The grid's request names, each spelled once (`canonical_request`): a malformed ``random@F`` or a
+    request named twice (``random@0.05`` and ``random@5e-2``) is a `ConfigError`."""
+    names = tuple(canonical_request(r) for r in _tuple(value, "requests", str))
+    twice = sorted({r for r in names if names.count(r) > 1})
+    if twice:
+        raise ConfigError(f"requests name {twice} twice (after spelling each share one way); list each once")
+    return names
+
+
 def _recipe(dataset: str, disk: _OnDisk | None, model: str | None) -> Recipe:
     """The grid's recipe (a `ConfigError` names the datasets with a recipe of ``model``)."""
     if disk is None:
@@ -625,8 +647,8 @@ def _tune(
             check_space(space_for(method), config_defaults(UNLEARNERS.get(method).Config))  # type: ignore[attr-defined]
         except ConfigError as e:
             raise ConfigError(f"tune.methods: {e}") from e
-    request = str(spec.get("request", requests[0]))
-    _check_names("tune.request kinds", [request], usable)
+    request = canonical_request(str(spec.get("request", requests[0])))
+    _check_names("tune.request kinds", [request_kind(request)[0]], usable)
     seed = spec.get("seed", TuneSpec.seed)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0 or seed in seeds:
         raise ConfigError(f"tune.seed must be an integer >= 0 other than the grid's seeds {list(seeds)}, got {seed!r}")

@@ -41,7 +41,7 @@ from ..results import MetricResult
 from ..unlearn import UNLEARNERS
 from .config import UnlearnGrid
 from .grid_data import data_slug
-from .requests import exclusive, request_for
+from .requests import exclusive, request_for, request_kind
 from .search_spaces import Space, config_defaults, suggest
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ def held_out_halves(val: MultimodalDataset) -> tuple[MultimodalDataset, Multimod
 
 
 def evaluation_requests(grid: UnlearnGrid, splits: DatasetSplits) -> dict[str, list[ForgetRequest]]:
-    """Request kind -> the grid's evaluation requests of that kind, one per seed."""
+    """Request name -> the grid's evaluation requests of that name (``random@F`` of its own share), one per seed."""
     return {kind: [request_for(kind, splits, s, grid.fraction) for s in grid.seeds] for kind in grid.requests}
 
 
@@ -178,15 +178,16 @@ def validation_request(
 ) -> tuple[ForgetRequest, int]:
     """The validation request and how many samples it shares with the evaluation requests ``avoid``.
 
-    ``random``: ``fraction`` of the training samples (as many as an evaluation request), drawn with ``seed``
-    among the samples of no evaluation request of any kind (so the overlap is 0 unless too few are left).
+    ``random`` (``random@F``): ``fraction`` (``F``) of the training samples (as many as an evaluation request of
+    that name), drawn with ``seed`` among the samples of no evaluation request of any kind (so the overlap is 0
+    unless too few are left: then the seeded draw from all of them, with a warning).
     Other kinds (two fonts, a concept, a group): the request ``request_for`` gives for ``seed``, ``seed + 1``,
     ... whose samples no evaluation request of the same kind touches (for identities: two other fonts); when
     none of `CANDIDATES` seeds gives one, the one that overlaps least, with a warning.
     """
     train = splits.train
     taken = {sid for reqs in avoid.values() for r in reqs for sid in r.ids}
-    if kind == "random":
+    if request_kind(kind)[0] == "random":
         template = request_for(kind, splits, seed, fraction)
         free = [i for i, sid in enumerate(train.ids) if sid not in taken]
         n = len(template.ids)
