@@ -59,16 +59,22 @@ def request_metrics(
     data: UnlearnData,
     test: MultimodalDataset | None,
     relearn: RelearnConfig = DEFAULT_RELEARN,
+    *,
+    phrases: tuple[str, ...] = (),
 ) -> list[MetricResult]:
     """The metrics of ``model`` on a request's data: scenario A's for a classifier, scenario C's for a
-    dual encoder, the captioning suite (`captioner_metrics`) for a captioner (empty without a test split)."""
+    dual encoder, the captioning suite (`captioner_metrics`) for a captioner (empty without a test split).
+
+    ``phrases``: the phrases a concept request on a caption set without a built-in concept space chose
+    among (a bench grid's ``concepts``); a dual encoder's zero-shot metrics recognise them (`ScenarioCData`).
+    """
     if test is None or data.retain is None:
         return []
     kind = require(model, (Classifier, DualEncoderModel, CaptionerModel), "the forgetting metrics")
     if kind is CaptionerModel:
         return captioner_metrics(model, original, data, test, relearn)
     if kind is DualEncoderModel:
-        pairs = ScenarioCData(data.unlearn, data.retain, test, data.validation, data.concept)
+        pairs = ScenarioCData(data.unlearn, data.retain, test, data.validation, data.concept, tuple(phrases))
         return scenario_c_metrics(model, original, pairs, relearn)
     scenario = ScenarioAData(data.unlearn, data.retain, test, data.validation, data.forget_modality)
     return scenario_a_metrics(model, original, scenario, relearn)
@@ -89,6 +95,7 @@ def run_request(
     model_path: str | os.PathLike[str] | None = None,
     sign_key: bytes | None = None,
     work_dir: str | os.PathLike[str] | None = None,
+    phrases: tuple[str, ...] = (),
 ) -> ForgetResult:
     """Apply ``request`` to ``model`` with ``unlearner``; measure; optionally write the result.
 
@@ -107,6 +114,8 @@ def run_request(
         sign_key: if given, the receipt carries an HMAC-SHA256 keyed with these bytes.
         work_dir: the unlearner checkpoints there every epoch and resumes the same run found there
             (see `Unlearner.unlearn`); the caller deletes it once the result is saved.
+        phrases: the phrases a concept request on a dataset without a built-in concept space chose among,
+            for the zero-shot metrics (see `request_metrics`).
 
     Returns:
         The `ForgetResult`.
@@ -123,8 +132,8 @@ def run_request(
     t0 = time.perf_counter()
     new = unlearner.unlearn(model, data, original=model, work_dir=work_dir)
     seconds = time.perf_counter() - t0
-    metrics = request_metrics(new, model, data, test, relearn)
-    before = request_metrics(model, model, data, test, relearn) if original_metrics else None
+    metrics = request_metrics(new, model, data, test, relearn, phrases=phrases)
+    before = request_metrics(model, model, data, test, relearn, phrases=phrases) if original_metrics else None
     receipt = make_receipt(
         request, unlearner, model, new, metrics, seconds, model_path,
         dataset=train, provenance=provenance, wall_seconds=time.perf_counter() - started,

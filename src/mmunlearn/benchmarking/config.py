@@ -52,6 +52,7 @@ import yaml
 from ..configs import make_config
 from ..data import DATASETS, LAYOUTS
 from ..data.builder import SIZES
+from ..data.concepts import normalise_phrase
 from ..data.layouts import LayoutOptions
 from ..errors import ConfigError, DataError
 from ..models.protocols import KINDS, CaptionerModel, Classifier, DualEncoderModel
@@ -463,7 +464,7 @@ def _concepts(raw: Mapping[str, Any], layout: bool) -> tuple[str, ...]:
     if not layout:
         raise ConfigError("'concepts' is for a dataset on disk (with 'layout'); a built-in caption set picks "
                           "among its own most frequent concepts")  # fmt: skip
-    phrases = tuple(" ".join(p.lower().split()) for p in _tuple(raw["concepts"], "concepts", str))
+    phrases = tuple(normalise_phrase(p) for p in _tuple(raw["concepts"], "concepts", str))
     if not all(phrases) or len(set(phrases)) != len(phrases):
         raise ConfigError(f"concepts must be distinct non-blank phrases, got {list(raw['concepts'])}")
     return phrases

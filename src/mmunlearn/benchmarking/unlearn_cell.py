@@ -125,9 +125,10 @@ class UnlearnCells:
         model, train_seconds = self.original(grid, cell.seed)
         req = request_for(cell.request, splits, cell.seed, grid.fraction, grid.concepts)
         tuning: TuningResult | None = None
+        phrases = grid.concepts if req.concept is not None else ()  # every row of a table: the same zero-shot
         if cell.label == "original":
             data = UnlearnData.from_request(req, splits.train, splits.val)
-            metrics, new = request_metrics(model, model, data, splits.test), model
+            metrics, new = request_metrics(model, model, data, splits.test, phrases=phrases), model
             method, config, seconds = "original", grid.train_config().replace(seed=cell.seed).identity(), train_seconds
         else:
             method, fields = grid.method_config(cell.label, cell.seed)
@@ -136,7 +137,8 @@ class UnlearnCells:
             if tuning is not None:  # the study's choice, frozen, with the cell's seed
                 fields = {**fields, **tuning.best}
             unlearner = UNLEARNERS.create(method, **fields, progress=False)
-            result = run_request(model, splits.train, req, unlearner, validation=splits.val, test=splits.test)
+            result = run_request(model, splits.train, req, unlearner, validation=splits.val, test=splits.test,
+                                 phrases=phrases)  # fmt: skip
             metrics, new, data = result.metrics, result.model, result.data
             config, seconds = resolved(unlearner.config), result.seconds
         extras: dict[str, Any] = {

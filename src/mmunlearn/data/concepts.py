@@ -3,7 +3,8 @@
 A concept is what a caption can mention and a request can ask to forget: a coloured shape of
 shapes-captions (``"red circle"``, prompt ``"a red circle"``) or an emoji of emoji-captions (its CLDR
 name, which is also its prompt). `CONCEPTS` maps a built-in caption dataset to its `ConceptSpace`; a
-dataset without one can still be asked to forget a phrase, matched on word boundaries in its captions.
+dataset without one can still be asked to forget a phrase, matched on word boundaries in its captions, and
+`phrase_space` makes a concept space of the phrases a bench grid names (for the zero-shot metrics).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from . import emoji_captions, scenes_captions, shapes_captions
 from .core import MultimodalDataset
 
@@ -81,11 +82,36 @@ def caption_concepts(dataset: MultimodalDataset) -> list[tuple[str, ...]]:
     return [space.parse(c) for c in dataset.captions]
 
 
+def normalise_phrase(phrase: str) -> str:
+    """``phrase`` lower-cased, its runs of white space collapsed to one space (how phrases are compared)."""
+    return " ".join(phrase.lower().split())
+
+
 def names_phrase(caption: str, phrase: str) -> bool:
     """Whether ``caption`` names ``phrase``: case-insensitive, the phrase's runs of spaces collapsed, on word
     boundaries (how a concept is matched in a dataset without a concept space)."""
-    wanted = " ".join(phrase.lower().split())
+    wanted = normalise_phrase(phrase)
     return re.search(rf"(?<!\w){re.escape(wanted)}(?!\w)", caption.lower()) is not None
+
+
+def phrase_space(phrases: tuple[str, ...] | list[str]) -> ConceptSpace:
+    """The concept space of some phrases, for a caption set without a built-in one (a dataset on disk).
+
+    A caption names the phrases it contains on word boundaries (`names_phrase`), normalised
+    (`normalise_phrase`), in the order given (a repeat after normalising counts once); a phrase's prompt is
+    the phrase itself, as emoji-captions' concept is its own prompt: no template is known for free text.
+
+    Raises:
+        ConfigError: a phrase is blank (it names no word).
+    """
+    wanted = tuple(dict.fromkeys(normalise_phrase(p) for p in phrases))
+    if "" in wanted:
+        raise ConfigError(f"phrases must be non-blank, got {list(phrases)!r}")
+
+    def parse(caption: str) -> tuple[str, ...]:
+        return tuple(p for p in wanted if names_phrase(caption, p))
+
+    return ConceptSpace(parse, normalise_phrase)
 
 
 def naming(dataset: MultimodalDataset, concept: str) -> list[int]:
@@ -97,7 +123,7 @@ def naming(dataset: MultimodalDataset, concept: str) -> list[int]:
     """
     if dataset.captions is None:
         raise DataError(f"{dataset.name!r} has no captions: a concept request needs image-caption pairs")
-    wanted = " ".join(concept.lower().split())
+    wanted = normalise_phrase(concept)
     if concept_space(dataset) is not None:
         hits = [i for i, cs in enumerate(caption_concepts(dataset)) if wanted in cs]
         known = sorted({c for cs in caption_concepts(dataset) for c in cs})

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..fileio import sha256_bytes
-from .concepts import naming
+from .concepts import naming, normalise_phrase
 from .core import MultimodalDataset
 
 
@@ -85,7 +85,7 @@ class ForgetRequest:
         """
         ids = tuple(train.ids[i] for i in naming(train, concept))
         mods = frozenset(train.modalities if modalities is None else modalities)
-        return cls(ids, mods, reason, " ".join(concept.lower().split()))
+        return cls(ids, mods, reason, normalise_phrase(concept))
 
     # -- use ------------------------------------------------------------------------------------
     def validate(self, train: MultimodalDataset, model_modalities: Iterable[str] | None = None) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..data.concepts import ConceptSpace, concept_space
+from ..data.concepts import ConceptSpace, concept_space, normalise_phrase, phrase_space
 from ..data.core import MultimodalDataset
 from ..data.tokenizer import WordTokenizer
 from ..errors import DataError
@@ -79,6 +79,10 @@ class ScenarioCData:
         test: the test split; its size is the gallery size of every retrieval figure.
         validation: the validation split (padding pairs, MIA negatives, the held-out similarity reference).
         concept: the forgotten concept, for concept requests (enables the zero-shot metrics).
+        phrases: the phrases a concept request on a caption set without a built-in concept space (a dataset
+            on disk) chooses among (a bench grid's ``concepts``); with at least two of them they are the
+            concepts of the zero-shot metrics there (`concept_space_of`). Ignored where the data has a
+            built-in concept space.
     """
 
     unlearn: MultimodalDataset
@@ -86,6 +90,7 @@ class ScenarioCData:
     test: MultimodalDataset
     validation: MultimodalDataset | None = None
     concept: str | None = None
+    phrases: tuple[str, ...] = ()
 
 
 def shuffled(n: int, stream: int) -> Tensor:
@@ -307,6 +312,19 @@ def recognition(scores: Tensor, named: Tensor) -> tuple[Tensor, Tensor]:
     return hits, 1.0 / (1 + (~named).sum(1).double())
 
 
+MIN_PHRASES = 2
+"""Phrases needed for a phrase concept space: with one, the image has no other concept to be told from."""
+
+
+def concept_space_of(d: ScenarioCData) -> ConceptSpace | None:
+    """The concepts of the zero-shot metrics: the built-in concept space of the training data, else the
+    request's phrases (`phrase_space`) when at least `MIN_PHRASES` of them differ once normalised, else None."""
+    space = concept_space(d.retain)
+    if space is None and len({normalise_phrase(p) for p in d.phrases}) >= MIN_PHRASES:
+        return phrase_space(d.phrases)
+    return space
+
+
 def _prompt_ids(model: Any, data: MultimodalDataset, texts: list[str]) -> Tensor:
     """Token rows of ``texts``: through the model's own tokenizer where it has one (``retokenize``, as a
     Hugging Face model does), else through the dataset's word vocabulary."""
@@ -319,9 +337,14 @@ def _prompt_ids(model: Any, data: MultimodalDataset, texts: list[str]) -> Tensor
 def zero_shot(model: DualEncoderModel | EmbeddingCache, d: ScenarioCData) -> list[MetricResult]:
     """Zero-shot recognition of the forgotten concept and of the others (concept requests only).
 
-    The prompts are those of every concept the training captions (R and U) name, sorted; an image
-    recognises a concept it names when that prompt beats every prompt of a concept it does not name
-    (`recognition`). ``chance`` is the mean of 1 / number of candidate prompts.
+    The concepts are those of the data's built-in concept space or, on a caption set without one, the
+    request's phrases (``d.phrases``, at least two; `concept_space_of`): a caption names the phrases it
+    contains on word boundaries and a phrase's prompt is the phrase itself. The prompts are those of every
+    concept the training captions (R and U) name, sorted; they are tokenised by the model's own tokenizer
+    where it has one, else by the dataset's word vocabulary (a phrase names a training caption, so its
+    words are in that vocabulary, and it is no longer than the captions; other words would become
+    ``[UNK]``). An image recognises a concept it names when that prompt beats every prompt of a concept it
+    does not name (`recognition`). ``chance`` is the mean of 1 / number of candidate prompts.
 
     * ``zs_concept`` on ``unlearn`` (U's images naming the concept) and ``test_concept`` (test images
       naming it): the share recognised; retrain's value is the target.
@@ -329,10 +352,11 @@ def zero_shot(model: DualEncoderModel | EmbeddingCache, d: ScenarioCData) -> lis
       concept) and ``test`` (test images not naming it): per image, the share of the concepts it names
       that are recognised, averaged over images (concepts no training caption names are not scored).
 
-    Returns an empty list when ``d.concept`` is None, or the data has no concept space, vocabulary or
-    captions; a figure whose set of images is empty is omitted.
+    Returns an empty list when ``d.concept`` is None, or the data has no vocabulary or captions, or no
+    concept space and fewer than two phrases (one phrase leaves no other concept to recognise it
+    against); a figure whose set of images is empty is omitted.
     """
-    space = concept_space(d.retain)
+    space = concept_space_of(d)
     if d.concept is None or space is None or d.retain.vocab is None:
         return []
     u_cs, r_cs, t_cs = _parse(space, d.unlearn), _parse(space, d.retain), _parse(space, d.test) or []
@@ -340,7 +364,7 @@ def zero_shot(model: DualEncoderModel | EmbeddingCache, d: ScenarioCData) -> lis
     if u_cs is None or r_cs is None or not prompts:
         return []
     cache = _cached(model)
-    concept = " ".join(d.concept.lower().split())
+    concept = normalise_phrase(d.concept)
     column = {c: j for j, c in enumerate(prompts)}
     prompt_emb = cache.texts(_prompt_ids(cache.model, d.retain, [space.prompt(c) for c in prompts]))
 
