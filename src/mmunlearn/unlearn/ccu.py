@@ -73,10 +73,6 @@ class CCUConfig(UnlearnConfig):
             of (a) stops each pair at its target, so more epochs reach the held-out level without overshooting.
         nearest_positives: dual encoder only: weight (a)'s positives by the anchor's own retrieval
             distribution over the retained keys (False: uniform weights).
-        removed_classes: classifier only: a sample of U whose class no retained sample keeps with the
-            forgotten modality (a one-class request) is not stopped at the unseen-data level: that level is
-            the one of a model that saw the class, while the reference (retrain) never did (see
-            `uncapped_removed_classes`). False: every sample of U is calibrated (the behaviour before).
     """
 
     epochs: int = 2
@@ -92,7 +88,6 @@ class CCUConfig(UnlearnConfig):
     pairs_lr: float = 1.5e-3
     pairs_epochs: int | None = 4
     nearest_positives: bool = False
-    removed_classes: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -172,18 +167,6 @@ def calibration_targets(unlearn_losses: Tensor, validation_losses: Tensor) -> Te
     return v[(rank * (len(v) - 1)).round().long()]
 
 
-def uncapped_removed_classes(targets: Tensor, unlearn_labels: Tensor, kept_labels: Tensor) -> Tensor:
-    """``targets`` with +inf (never reached: (a) keeps acting) for the samples of U whose class is not among
-    ``kept_labels``, the classes of the gold-standard samples that keep the forgotten modality.
-
-    Validation images of such a class are data a model trained on the class recognises; a model retrained
-    without any image of it does not, so the calibration's unseen-data level would stop forgetting far above
-    the reference (measured: docs/methods/ccu.md, "One-class requests").
-    """
-    removed = ~torch.isin(unlearn_labels.to(targets.device), kept_labels.to(targets.device))
-    return torch.where(removed, torch.full_like(targets, float("inf")), targets)
-
-
 def calibration_gate(losses_now: Tensor, targets: Tensor) -> Tensor:
     """1 for samples whose loss is still below their matched validation loss (still remembered), else 0."""
     return (losses_now < targets).float()
@@ -252,20 +235,7 @@ class CCU(Unlearner[CCUConfig, CCUState]):
                 run.state.targets = calibration_targets(u, v)
             return
         u_loss = self._forget_losses(model, run, run.data.unlearn.full_batch())
-        targets = calibration_targets(u_loss, self._forget_losses(model, run, val.full_batch()))
-        if self.config.removed_classes:
-            targets = uncapped_removed_classes(targets, *self._labels(run))
-        run.state.targets = targets
-
-    @staticmethod
-    def _labels(run: Run[CCUState]) -> tuple[Tensor, Tensor]:
-        """U's labels and those of the gold-standard samples that have every forgotten modality."""
-        gold, u = run.data.gold_standard, run.data.unlearn
-        assert u.labels is not None and gold.labels is not None  # a classifier's data
-        keeps = torch.ones(len(gold), dtype=torch.bool)
-        for m in run.data.modalities:
-            keeps &= gold.present[m]
-        return u.labels, gold.labels[keeps]
+        run.state.targets = calibration_targets(u_loss, self._forget_losses(model, run, val.full_batch()))
 
     def _forget_losses(self, model: Classifier, run: Run[CCUState], batch: Batch) -> Tensor:
         """Per-sample CE of the forgotten modalities alone (image-only for visual unlearning). Returns (N,)."""
