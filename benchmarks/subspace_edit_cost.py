@@ -3,11 +3,12 @@ estimates A_R) and subsampled retain sets (``retain_samples``).
 
 For each dataset and seed: loads the original from the bench's cache (``--cache``, the stages bench's
 models folder) or trains it with the dataset's recipe (under ``--work``), forgets the bench's random
-request (10% of the training set: their images on av-digits, whole pairs on the caption sets) with retrain and each subspace_edit variant, and prints seconds, seconds / retrain's
-seconds and the gap to retrain (the headline metrics' mean absolute difference, `gap_to_retrain`). A
-variant's seconds are the median of ``--repeats`` runs of its unlearning (the first one is
-`run_request`'s, whose metrics give the gap), because on a shared machine one run of a second can be
-slowed several-fold by other jobs; retrain runs once (its tens of seconds average the load out).
+request (10% of the training set: their images on av-digits, whole pairs on the caption sets) with retrain
+and each subspace_edit variant, and prints seconds, seconds / retrain's seconds and the gap to retrain
+(the headline metrics' mean absolute difference, `gap_to_retrain`). A variant's seconds are the median of
+``--repeats`` runs of its unlearning (the first one is `run_request`'s, whose metrics give the gap),
+because on a shared machine one run of a second can be slowed several-fold by other jobs; retrain runs
+once (its tens of seconds average the load out).
 
     python benchmarks/subspace_edit_cost.py --threads 1
     python benchmarks/subspace_edit_cost.py --datasets av-digits --seeds 0 --retain-samples 128

@@ -570,7 +570,7 @@ def _unlearn_grid(raw: dict[str, Any], base: Path | None = None) -> UnlearnGrid:
     usable: tuple[str, ...] = CAPTION_REQUESTS if captions else CLASSIFIER_REQUESTS
     if disk is not None:
         _layout_requests(kinds, disk, concepts)
-        usable = ("random", "concept") if captions else ("random", "identity", "class")
+        usable = tuple(r for r in usable if r in LAYOUT_REQUESTS)
     _check_names(f"requests on {dataset}", kinds, usable)
     variants = {k: _mapping(v, f"variants.{k}") for k, v in _mapping(raw.get("variants"), "variants").items()}
     for label, spec in variants.items():
